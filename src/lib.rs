@@ -3,6 +3,7 @@
 //! Layers (dependencies point one way): [`physics`] ← [`spectrum`] / [`design`].
 //! The daemon, store, safety interlock and control loop arrive with their issues.
 
+pub mod bench;
 pub mod design;
 pub mod physics;
 pub mod spectrum;

@@ -1,1 +1,231 @@
-fn main() {}
+//! spinloop: the command-line tool. Offline physics for now (`run`, `bench`, `molecules`);
+//! the daemon client arrives with the daemon.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use spinloop::bench::golden_bench;
+use spinloop::design::golden::{self, Variant};
+use spinloop::design::optimize::{LbfgsOptions, lbfgs};
+use spinloop::physics::{GradientRequest, Molecule, SimOptions, library};
+
+#[derive(Parser)]
+#[command(name = "spinloop", version, about = "Spectrum-driven RF pulse design for MR consoles")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VariantArg {
+    Single,
+    B1,
+}
+
+impl From<VariantArg> for Variant {
+    fn from(v: VariantArg) -> Variant {
+        match v {
+            VariantArg::Single => Variant::Single,
+            VariantArg::B1 => Variant::B1,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The main job (for now): simulate the golden Glu/Gln 3 T problem, optimize its pulse with
+    /// exact gradients, and print the result.
+    Run {
+        /// Problem variant.
+        #[arg(long, value_enum, default_value = "b1")]
+        variant: VariantArg,
+        /// L-BFGS iterations.
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+        /// Write the optimized waveform as JSON here.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Benchmark loss+gradient of the golden problem.
+    Bench {
+        /// Variants to run.
+        #[arg(long, value_enum, default_values_t = [VariantArg::Single, VariantArg::B1])]
+        variant: Vec<VariantArg>,
+        /// Thread counts to run.
+        #[arg(long, default_values_t = [1usize, 2])]
+        threads: Vec<usize>,
+        /// Timed evaluations per configuration.
+        #[arg(long, default_value_t = 7)]
+        evals: usize,
+    },
+    /// List the built-in metabolite library, or print one molecule in the file format.
+    Molecules {
+        /// Print this molecule as TOML (the documented spin-system file format).
+        #[arg(long)]
+        show: Option<String>,
+        /// Validate a spin-system file (.toml or .json) and print its summary.
+        #[arg(long)]
+        check: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            variant,
+            iterations,
+            output,
+        } => run(variant.into(), iterations, output),
+        Command::Bench {
+            variant,
+            threads,
+            evals,
+        } => {
+            if evals == 0 {
+                bail!("--evals must be >= 1");
+            }
+            println!(
+                "{:<8} {:>7} {:>11} {:>11} {:>11} {:>9} {:>13}",
+                "variant", "threads", "cold [s]", "median [s]", "min [s]", "GFLOP/s", "bit-identical"
+            );
+            for v in &variant {
+                for &t in &threads {
+                    let r = golden_bench((*v).into(), t, evals, SimOptions::default())
+                        .context("benchmark")?;
+                    println!(
+                        "{:<8} {:>7} {:>11.4} {:>11.4} {:>11.4} {:>9.1} {:>13}",
+                        r.variant,
+                        r.threads,
+                        r.cold_seconds,
+                        r.median_seconds,
+                        r.min_seconds,
+                        r.gflops,
+                        r.bit_identical
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Molecules { show, check } => {
+            if let Some(path) = check {
+                let m = Molecule::from_path(&path)
+                    .with_context(|| format!("checking {}", path.display()))?;
+                print_summary(&m);
+            } else if let Some(name) = show {
+                let m = library::by_name(&name)?;
+                print!("{}", m.to_toml()?);
+            } else {
+                for m in library::all() {
+                    print_summary(&m);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(m: &Molecule) {
+    let frags: Vec<String> = m
+        .fragments
+        .iter()
+        .map(|f| format!("{}({} spins, w {})", f.name, f.n_spins(), f.weight))
+        .collect();
+    let singlets: Vec<String> = m
+        .singlets
+        .iter()
+        .map(|s| format!("{} {:.4} ppm ({}H)", s.label, s.shift_ppm, s.protons))
+        .collect();
+    println!(
+        "{:<10} {:>5.0} H  fragments: [{}]  singlets: [{}]  {}",
+        m.name,
+        m.proton_count(),
+        frags.join(", "),
+        singlets.join(", "),
+        m.description
+    );
+}
+
+fn run(variant: Variant, iterations: usize, output: Option<std::path::PathBuf>) -> Result<()> {
+    let mut sim = golden::simulator(variant, SimOptions::default())?;
+    let loss = golden::loss()?;
+    let (ux0, uy0) = golden::test_pulse();
+    let n = ux0.len();
+    println!(
+        "glu_gln_3t ({:?}): Glu + Gln at 123.2 MHz, {} segments x {} us, {} simulation(s) per evaluation",
+        variant,
+        n,
+        golden::DT * 1e6,
+        sim.task_count()
+    );
+    let x0: Vec<f64> = ux0.iter().chain(&uy0).copied().collect();
+    let start = std::time::Instant::now();
+    let result = lbfgs(
+        &x0,
+        LbfgsOptions {
+            max_iterations: iterations,
+            ..LbfgsOptions::default()
+        },
+        |x| {
+            let exp = golden::experiment(x[..n].to_vec(), x[n..].to_vec());
+            let (l, g) = sim.loss_and_gradient(&exp, &loss, GradientRequest::default())?;
+            Ok((l, g.ux[0].iter().chain(&g.uy[0]).copied().collect()))
+        },
+        |it| {
+            println!(
+                "iter {:>4}  loss {:>+14.6}  |grad| {:>10.4e}  evals {:>4}",
+                it.iteration, it.loss, it.grad_norm, it.evaluations
+            )
+        },
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    let exp = golden::experiment(result.x[..n].to_vec(), result.x[n..].to_vec());
+    let signals = sim.simulate(&exp)?;
+    let exp0 = golden::experiment(ux0.clone(), uy0.clone());
+    let signals0 = sim.simulate(&exp0)?;
+    println!("stopped: {:?} after {:.2} s", result.reason, secs);
+    println!(
+        "{:<28} {:>14} {:>14}",
+        "", "test pulse", "optimized"
+    );
+    let l0 = result.history[0].loss;
+    println!("{:<28} {:>14.4} {:>14.4}", "loss", l0, result.loss);
+    let members = signals.members();
+    let mean_terms = |s: &spinloop::physics::Signals| -> Result<(f64, f64)> {
+        let (mut a, mut b) = (0.0, 0.0);
+        for m in 0..members {
+            let t = loss.term_values(s, m)?;
+            a += t[0] / members as f64;
+            b += t[1] / members as f64;
+        }
+        Ok((a, b))
+    };
+    let (g0, q0) = mean_terms(&signals0)?;
+    let (g1, q1) = mean_terms(&signals)?;
+    println!("{:<28} {:>14.4} {:>14.4}", "Glu sum Re S (2.25-2.50)", g0, g1);
+    println!("{:<28} {:>14.4} {:>14.4}", "Gln sum |S|^2 (2.25-2.50)", q0, q1);
+    let peak = result.x.chunks(n).next().map(|_| {
+        (0..n)
+            .map(|k| result.x[k].hypot(result.x[n + k]))
+            .fold(0.0, f64::max)
+    });
+    println!(
+        "{:<28} {:>14.1} {:>14.1}",
+        "peak |B1| [Hz]",
+        (0..n).map(|k| ux0[k].hypot(uy0[k])).fold(0.0, f64::max),
+        peak.unwrap_or(0.0)
+    );
+    if let Some(path) = output {
+        let json = serde_json::json!({
+            "problem": "glu_gln_3t",
+            "dt_s": golden::DT,
+            "ux_hz": &result.x[..n],
+            "uy_hz": &result.x[n..],
+            "loss": result.loss,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("waveform written to {}", path.display());
+    }
+    Ok(())
+}

@@ -11,17 +11,24 @@
 //!   free evolution under H0 + Δν0 Fz during acquisition; a molecule's FID is the sum of its
 //!   fragments' FIDs.
 //!
-//! # Adjoint
-//! With λ_N = ∂L/∂ρ_N (Hermitian; dL = Tr[λ dρ]) and λ_k = U_kᴴ λ_{k+1} U_k, a parameter θ of
-//! segment k contributes 2·Re Tr[ρ_k U_kᴴ λ_{k+1} ∂U_k/∂θ]; ∂U_k/∂θ comes from the amplitude
-//! families of [`super::propagator`] (exact derivative of the matrix exponential).
+//! # Adjoint, in three products per segment
+//! With λ_k the costate (λ_N = ∂L/∂ρ_N, Hermitian, dL = Tr[λ dρ]; λ_k = U_kᴴ λ_{k+1} U_k), a
+//! parameter θ of segment k contributes 2·Re Tr[ρ_k U_kᴴ λ_{k+1} ∂U_k/∂θ]
+//! = 2·Re Tr[C_k · U_kᴴ∂U_k/∂θ] with C_k = ρ_k λ_k. Because both ρ and λ are carried by the
+//! same unitaries, C_{k+1} = U_k C_k U_kᴴ: C evolves like a density matrix, *forward* in time,
+//! from C_0 = ρ_0 λ_0 with λ_0 = P_Nᴴ λ_N P_N, P_N = U_{N−1}⋯U_0. So a gradient costs one
+//! forward sweep accumulating P (1 product per segment), then a second forward sweep carrying C
+//! (2 products per segment) — no stored trajectory and no backward sweep. The generators
+//! U_kᴴ∂U_k come from the amplitude families of [`super::propagator`] (exact derivatives of the
+//! matrix exponential); for delays and ideal pulses they are closed-form (−i2πτ·Fz for B0,
+//! −iθ·F_φ for B1), since those generators commute with their propagators.
 //!
 //! # Determinism and parallelism
 //! Tasks run in parallel (rayon) over members and fragments; each task is computed by one thread
 //! with its own scratch, and all reductions run afterwards in task order, so results are
 //! bit-identical between runs and for any thread count. The per-segment loops allocate nothing.
-//! Each product of two d×d matrices costs 8d³ flops; a segment costs 2 products forward and 3
-//! backward, plus O(degree·d²) table work.
+//! A product of two d×d complex matrices costs 8d³ flops; a segment costs 3 of them for a
+//! loss+gradient (1 for a loss alone), plus O(degree·d²) table work.
 
 use std::collections::HashMap;
 
@@ -32,7 +39,8 @@ use super::error::{PhysicsError, finite, positive};
 use super::hamiltonian::{FreeEigen, free_hamiltonian};
 use super::linalg::{CMat, Op, ZERO, gemm};
 use super::operators::SpinOperators;
-use super::propagator::{AmplitudeFamily, horner, poly_dot};
+use super::kernels::{horner, poly_dot, poly_dot2, rotate, transpose_rotate};
+use super::propagator::AmplitudeFamily;
 use super::signals::{SignalLoss, Signals};
 use super::spin_system::{Field, Molecule, Nucleus};
 
@@ -105,16 +113,12 @@ impl Member {
 pub struct SimOptions {
     /// Amplitude-family interval parameter η (see [`AmplitudeFamily::new`]).
     pub family_eta: f64,
-    /// Memory (bytes) the forward trajectories may use; above it the backward pass
-    /// reconstructs states by reverse propagation instead (2 more products per segment).
-    pub trajectory_budget_bytes: usize,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
-            family_eta: 0.1,
-            trajectory_budget_bytes: 1 << 30,
+            family_eta: 0.02,
         }
     }
 }
@@ -158,11 +162,14 @@ struct FragmentModel {
 /// Key of an amplitude family: fragment, dt bits, b0 bits.
 type FamilyKey = (usize, u64, u64);
 
-/// Fixed (non-RF-segment) step of a task, prepared per structure.
+/// Fixed (non-RF-segment) step of a task, prepared per structure: its propagator and the
+/// generator Uᴴ∂U/∂θ of its one parameter (B0 for a delay, B1 for an ideal pulse).
 #[derive(Debug, Clone)]
 enum FixedStep {
-    Delay { u: CMat, tau: f64 },
-    Hard { u: CMat, f_phi: CMat, flip: f64 },
+    /// Delay: generator −i2πτ·Fz (diagonal, stored as its diagonal).
+    Delay { u: CMat, generator_diag: Vec<C64> },
+    /// Ideal pulse: generator −iθ·F_φ.
+    Hard { u: CMat, generator: CMat },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +190,8 @@ struct Task {
     families: Vec<usize>,
     /// Transition frequencies (Hz) for this member's B0.
     freqs: Vec<f64>,
-    trajectory: Vec<C64>,
+    /// Total propagator P_N of the blocks.
+    p_total: CMat,
     rho_n: CMat,
     fid: Vec<C64>,
     grad_fid: Vec<C64>,
@@ -238,14 +246,21 @@ pub struct Simulator {
     prepared: Option<Vec<(u8, u64, u64)>>,
     steps: Vec<StepKind>,
     tasks: Vec<Task>,
-    store_trajectory: bool,
 }
 
 fn phase_table(phase: &mut [C64], phi: f64, n: usize) {
-    // phase[δ + 2n] = e^{−iφ·δ/2}, δ = 2(M_p − M_q) ∈ [−2n, 2n]
-    for (i, z) in phase.iter_mut().enumerate() {
-        let delta = i as f64 - 2.0 * n as f64;
-        *z = C64::from_polar(1.0, -phi * delta / 2.0);
+    // phase[δ + 2n] = e^{−iφ·δ/2}, δ = 2(M_p − M_q) ∈ [−2n, 2n], by powers of e^{−iφ/2}.
+    let c = 2 * n;
+    phase[c] = C64::new(1.0, 0.0);
+    if phi == 0.0 {
+        phase.fill(C64::new(1.0, 0.0));
+        return;
+    }
+    let z = C64::from_polar(1.0, -phi / 2.0);
+    for k in 1..=c {
+        let p = phase[c + k - 1] * z;
+        phase[c + k] = p;
+        phase[c - k] = p.conj();
     }
 }
 
@@ -332,7 +347,6 @@ impl Simulator {
             prepared: None,
             steps: Vec::new(),
             tasks: Vec::new(),
-            store_trajectory: true,
         })
     }
 
@@ -552,12 +566,21 @@ impl Simulator {
                 match b {
                     Block::Delay { duration } => fixed.push(FixedStep::Delay {
                         u: f.eig.propagator(*duration, member.b0_hz),
-                        tau: *duration,
+                        generator_diag: f
+                            .m2
+                            .iter()
+                            .map(|&m2| {
+                                C64::new(0.0, -2.0 * std::f64::consts::PI * duration * m2 as f64 / 2.0)
+                            })
+                            .collect(),
                     }),
                     Block::Hard { flip, phase } => fixed.push(FixedStep::Hard {
                         u: f.ops.rotation(member.b1 * flip, *phase),
-                        f_phi: f.ops.f_phi(*phase),
-                        flip: *flip,
+                        generator: {
+                            let mut g = f.ops.f_phi(*phase);
+                            g.scale(C64::new(0.0, -flip));
+                            g
+                        },
                     }),
                     Block::Pulse { .. } => {}
                 }
@@ -574,7 +597,7 @@ impl Simulator {
                 fixed,
                 families: fams,
                 freqs,
-                trajectory: Vec::new(),
+                p_total: CMat::zeros(f.d),
                 rho_n: CMat::zeros(f.d),
                 fid: vec![ZERO; acq.points],
                 grad_fid: vec![ZERO; acq.points],
@@ -584,11 +607,6 @@ impl Simulator {
                 grad_b0: 0.0,
             });
         }
-        let bytes: usize = tasks
-            .iter()
-            .map(|t| steps.len() * self.fragments[t.fragment].d.pow(2) * 16)
-            .sum();
-        self.store_trajectory = bytes <= self.options.trajectory_budget_bytes;
         self.tasks = tasks;
         self.steps = steps;
         self.prepared = Some(signature);
@@ -598,7 +616,7 @@ impl Simulator {
     /// Simulates every member × molecule FID.
     pub fn simulate(&mut self, experiment: &Experiment) -> Result<Signals, PhysicsError> {
         self.prepare(experiment, false)?;
-        self.run_forward(experiment, false);
+        self.run_forward(experiment);
         Ok(self.collect_signals(experiment.acquisition.points))
     }
 
@@ -621,8 +639,7 @@ impl Simulator {
         request: GradientRequest,
     ) -> Result<(f64, Gradient), PhysicsError> {
         self.prepare(experiment, request.b0)?;
-        let store = self.store_trajectory;
-        self.run_forward(experiment, store);
+        self.run_forward(experiment);
         let points = experiment.acquisition.points;
         let signals = self.collect_signals(points);
         let mut grad_signals = Signals::zeros(self.members.len(), self.molecules.len(), points);
@@ -635,7 +652,7 @@ impl Simulator {
             task.grad_fid
                 .copy_from_slice(grad_signals.fid(task.member, mol));
         }
-        self.run_backward(experiment, store, request.b0);
+        self.run_gradient(experiment, request.b0);
 
         // Reduction in task order (deterministic for any thread count).
         let mut g = Gradient {
@@ -691,7 +708,7 @@ impl Simulator {
         s
     }
 
-    fn run_forward(&mut self, experiment: &Experiment, store: bool) {
+    fn run_forward(&mut self, experiment: &Experiment) {
         let pulses = pulse_controls(experiment);
         let ctx = Ctx {
             fragments: &self.fragments,
@@ -704,11 +721,11 @@ impl Simulator {
         self.tasks
             .par_iter_mut()
             .for_each_init(ScratchPool::default, |pool, task| {
-                ctx.forward(task, store, pool);
+                ctx.forward(task, pool);
             });
     }
 
-    fn run_backward(&mut self, experiment: &Experiment, store: bool, want_b0: bool) {
+    fn run_gradient(&mut self, experiment: &Experiment, want_b0: bool) {
         let pulses = pulse_controls(experiment);
         let ctx = Ctx {
             fragments: &self.fragments,
@@ -721,7 +738,7 @@ impl Simulator {
         self.tasks
             .par_iter_mut()
             .for_each_init(ScratchPool::default, |pool, task| {
-                ctx.backward(task, store, want_b0, pool);
+                ctx.gradient(task, want_b0, pool);
             });
     }
 }
@@ -784,62 +801,48 @@ fn segment_propagator(
     horner(&iv.v, iv.degree, t, u.as_f64_mut());
     if phi != 0.0 {
         phase_table(phase, phi, f.n);
-        let d = f.d;
-        let two_n = 2 * f.n as i32;
-        let data = u.data_mut();
-        for q in 0..d {
-            let mq = f.m2[q];
-            for p in 0..d {
-                data[p + q * d] *= phase[(f.m2[p] - mq + two_n) as usize];
-            }
-        }
+        rotate(u.data_mut(), f.d, &f.m2, phase, 2 * f.n as i32);
     }
     t
 }
 
-/// dst = U·ρ·Uᴴ (two products).
-#[inline]
-fn conjugate(dst: &mut CMat, w: &mut CMat, u: &CMat, rho: &CMat) {
-    gemm(w, u, Op::N, rho, Op::N);
-    gemm(dst, w, Op::N, u, Op::H);
-}
-
 impl Ctx<'_> {
-    fn forward(&self, task: &mut Task, store: bool, pool: &mut ScratchPool) {
-        let f = &self.fragments[task.fragment];
+    /// Segment propagator U_k of a task into `s.u`; returns (a, φ, |u|, t).
+    #[inline]
+    fn segment(&self, task: &Task, f: &FragmentModel, pulse: usize, k: usize, s: &mut Scratch) {
         let member = self.members[task.member];
+        let (ux, uy) = self.pulses[pulse];
+        let (a, phi, _) = polar(member.b1, ux[k], uy[k]);
+        segment_propagator(&self.families[task.families[pulse]], a, phi, f, &mut s.phase, &mut s.u);
+    }
+
+    /// First sweep: P_N = U_{N−1}⋯U_0, ρ_N = P_N Fz P_Nᴴ, then the FID.
+    fn forward(&self, task: &mut Task, pool: &mut ScratchPool) {
+        let f = &self.fragments[task.fragment];
         let d = f.d;
         let s = pool.get(f.n);
-        // ρ0 = Fz
         s.rho.fill_zero();
         for p in 0..d {
-            s.rho[(p, p)] = C64::new(f.m2[p] as f64 / 2.0, 0.0);
+            s.rho[(p, p)] = C64::new(1.0, 0.0);
         }
-        if store {
-            task.trajectory.resize(self.steps.len() * d * d, ZERO);
-        }
-        for (si, step) in self.steps.iter().enumerate() {
-            if store {
-                task.trajectory[si * d * d..(si + 1) * d * d].copy_from_slice(s.rho.data());
-            }
-            match *step {
+        for step in self.steps {
+            let u = match *step {
                 StepKind::Segment { pulse, k } => {
-                    let (ux, uy) = self.pulses[pulse];
-                    let (a, phi, _) = polar(member.b1, ux[k], uy[k]);
-                    let fam = &self.families[task.families[pulse]];
-                    segment_propagator(fam, a, phi, f, &mut s.phase, &mut s.u);
-                    conjugate(&mut s.lam, &mut s.w, &s.u, &s.rho);
+                    self.segment(task, f, pulse, k, s);
+                    &s.u
                 }
-                StepKind::Fixed(i) => {
-                    let u = match &task.fixed[i] {
-                        FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => u,
-                    };
-                    conjugate(&mut s.lam, &mut s.w, u, &s.rho);
-                }
-            }
-            std::mem::swap(&mut s.rho, &mut s.lam);
+                StepKind::Fixed(i) => match &task.fixed[i] {
+                    FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => u,
+                },
+            };
+            gemm(&mut s.w, u, Op::N, &s.rho, Op::N);
+            std::mem::swap(&mut s.rho, &mut s.w);
         }
-        task.rho_n.copy_from(&s.rho);
+        task.p_total.copy_from(&s.rho);
+        // ρ_N = P Fz Pᴴ: scale the columns of P by M_q, then multiply by Pᴴ.
+        s.w.copy_from(&task.p_total);
+        scale_columns(&mut s.w, &f.m2);
+        gemm(&mut task.rho_n, &s.w, Op::N, &task.p_total, Op::H);
         self.acquire(task, f, s);
     }
 
@@ -866,7 +869,9 @@ impl Ctx<'_> {
         });
     }
 
-    fn backward(&self, task: &mut Task, store: bool, want_b0: bool, pool: &mut ScratchPool) {
+    /// Second sweep: λ_N from ∂L/∂FID, λ_0 = Pᴴλ_N P, C_0 = Fz λ_0, then forward through the
+    /// steps with C_{k+1} = U_k C_k U_kᴴ, reading each gradient as 2 Re Tr[C_k U_kᴴ∂U_k].
+    fn gradient(&self, task: &mut Task, want_b0: bool, pool: &mut ScratchPool) {
         let f = &self.fragments[task.fragment];
         let member = self.members[task.member];
         let d = f.d;
@@ -900,7 +905,6 @@ impl Ctx<'_> {
                 }
             });
         }
-        // s.m holds Γᴴ: (Γᴴ)_qp = conj(Γ_pq) = conj(G) c.
         s.m.fill_zero();
         for (gt, &(p, q, c)) in s.amp.iter().zip(&f.transitions) {
             s.m[(q, p)] = gt.conj() * c * f.norm;
@@ -908,7 +912,6 @@ impl Ctx<'_> {
         let w = &f.eig.vectors;
         gemm(&mut s.x, w, Op::N, &s.m, Op::N);
         gemm(&mut s.lam, &s.x, Op::N, w, Op::H);
-        // Hermitian part.
         for q in 0..d {
             for p in q..d {
                 let v = (s.lam[(p, q)] + s.lam[(q, p)].conj()) * 0.5;
@@ -916,50 +919,26 @@ impl Ctx<'_> {
                 s.lam[(q, p)] = v.conj();
             }
         }
+        // λ_0 = Pᴴ λ_N P; C_0 = Fz λ_0 (rows scaled by M_p).
+        gemm(&mut s.x, &task.p_total, Op::H, &s.lam, Op::N);
+        gemm(&mut s.rho, &s.x, Op::N, &task.p_total, Op::N);
+        scale_rows(&mut s.rho, &f.m2);
 
-        // Walk the steps backwards. s.rho = state after the current step.
-        s.rho.copy_from(&task.rho_n);
+        // s.rho now holds C_k.
         let two_n = 2 * n as i32;
-        for (si, step) in self.steps.iter().enumerate().rev() {
+        for step in self.steps {
             match *step {
                 StepKind::Segment { pulse, k } => {
                     let (ux, uy) = self.pulses[pulse];
                     let (a, phi, r) = polar(member.b1, ux[k], uy[k]);
                     let fam = &self.families[task.families[pulse]];
-                    let t = segment_propagator(fam, a, phi, f, &mut s.phase, &mut s.u);
-                    // ρ before this step.
-                    if store {
-                        s.rho
-                            .data_mut()
-                            .copy_from_slice(&task.trajectory[si * d * d..(si + 1) * d * d]);
-                    } else {
-                        gemm(&mut s.w, &s.u, Op::H, &s.rho, Op::N);
-                        gemm(&mut s.rho, &s.w, Op::N, &s.u, Op::N);
-                    }
-                    // X = Uᴴλ', M = ρX, λ = XU.
-                    gemm(&mut s.x, &s.u, Op::H, &s.lam, Op::N);
-                    gemm(&mut s.m, &s.rho, Op::N, &s.x, Op::N);
-                    gemm(&mut s.lam, &s.x, Op::N, &s.u, Op::N);
-                    // K_pq = M_qp·e^{−iφ(M_p−M_q)}, stored as (Re K, −Im K) so that a flat dot
-                    // with a table gives Re Σ K_pq ∂V_pq = Re Tr[M ∂U].
-                    if phi != 0.0 {
-                        phase_table(&mut s.phase, phi, n);
-                    }
-                    let md = s.m.data();
-                    for q in 0..d {
-                        for p in 0..d {
-                            let mut kv = md[q + p * d];
-                            if phi != 0.0 {
-                                kv *= s.phase[(f.m2[p] - f.m2[q] + two_n) as usize];
-                            }
-                            let o = 2 * (p + q * d);
-                            s.kc[o] = kv.re;
-                            s.kc[o + 1] = -kv.im;
-                        }
-                    }
-                    let (iv, _) = fam.locate(a);
-                    let gx = 2.0 * poly_dot(&iv.dx, iv.degree, t, &s.kc);
-                    let gy = 2.0 * poly_dot(&iv.dy, iv.degree, t, &s.kc);
+                    // K_pq = C_qp·e^{−iφ(M_p−M_q)} as (Re K, −Im K): a flat dot with a table of
+                    // Vᴴ∂V gives Re Tr[C U_kᴴ ∂U_k].
+                    phase_table(&mut s.phase, phi, n);
+                    transpose_rotate(s.rho.data(), d, &f.m2, &s.phase, two_n, &mut s.kc);
+                    let (iv, t) = fam.locate(a);
+                    let (gx, gy) = poly_dot2(&iv.dx, &iv.dy, iv.degree, t, &s.kc);
+                    let (gx, gy) = (2.0 * gx, 2.0 * gy);
                     let (sn, cs) = phi.sin_cos();
                     task.grad_ux[pulse][k] = member.b1 * (cs * gx - sn * gy);
                     task.grad_uy[pulse][k] = member.b1 * (sn * gx + cs * gy);
@@ -969,55 +948,58 @@ impl Ctx<'_> {
                             task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, &s.kc);
                         }
                     }
+                    horner(&iv.v, iv.degree, t, s.u.as_f64_mut());
+                    if phi != 0.0 {
+                        rotate(s.u.data_mut(), d, &f.m2, &s.phase, two_n);
+                    }
+                    conjugate_in_place(&mut s.rho, &mut s.w, &s.u);
                 }
                 StepKind::Fixed(i) => {
-                    let (u, extra) = match &task.fixed[i] {
-                        FixedStep::Delay { u, tau } => (u, Extra::Delay(*tau)),
-                        FixedStep::Hard { u, f_phi, flip } => (u, Extra::Hard(f_phi, *flip)),
-                    };
-                    // Gradient terms use λ' and ρ' (after the step).
-                    match extra {
-                        Extra::Delay(tau) => {
+                    match &task.fixed[i] {
+                        FixedStep::Delay { u, generator_diag } => {
                             if want_b0 {
-                                // −i2πτ Tr[λ'[Fz, ρ']] = −i2πτ Σ λ'_qp (M_p − M_q) ρ'_pq
-                                let mut acc = ZERO;
-                                for q in 0..d {
-                                    for p in 0..d {
-                                        let dm = (f.m2[p] - f.m2[q]) as f64 / 2.0;
-                                        acc += s.lam[(q, p)] * s.rho[(p, q)] * dm;
-                                    }
-                                }
-                                task.grad_b0 += (C64::new(0.0, -two_pi * tau) * acc).re;
+                                let tr: C64 =
+                                    (0..d).map(|p| s.rho[(p, p)] * generator_diag[p]).sum();
+                                task.grad_b0 += 2.0 * tr.re;
                             }
+                            conjugate_in_place(&mut s.rho, &mut s.w, u);
                         }
-                        Extra::Hard(f_phi, flip) => {
-                            // ∂L/∂b1 = Re(−iθ Tr[F_φ [ρ', λ']])
-                            gemm(&mut s.w, &s.rho, Op::N, &s.lam, Op::N);
-                            let c = f_phi.trace_product(&s.w);
-                            let c2 = f_phi.trace_product(&s.w.adjoint());
-                            task.grad_b1 += (C64::new(0.0, -flip) * (c - c2)).re;
+                        FixedStep::Hard { u, generator } => {
+                            task.grad_b1 += 2.0 * s.rho.trace_product(generator).re;
+                            conjugate_in_place(&mut s.rho, &mut s.w, u);
                         }
                     }
-                    // ρ before, λ before.
-                    if store {
-                        s.rho
-                            .data_mut()
-                            .copy_from_slice(&task.trajectory[si * d * d..(si + 1) * d * d]);
-                    } else {
-                        gemm(&mut s.w, u, Op::H, &s.rho, Op::N);
-                        gemm(&mut s.rho, &s.w, Op::N, u, Op::N);
-                    }
-                    gemm(&mut s.x, u, Op::H, &s.lam, Op::N);
-                    gemm(&mut s.lam, &s.x, Op::N, u, Op::N);
                 }
             }
         }
     }
 }
 
-enum Extra<'a> {
-    Delay(f64),
-    Hard(&'a CMat, f64),
+/// x ← U x Uᴴ using `w` as scratch (two products).
+#[inline]
+fn conjugate_in_place(x: &mut CMat, w: &mut CMat, u: &CMat) {
+    gemm(w, u, Op::N, x, Op::N);
+    gemm(x, w, Op::N, u, Op::H);
+}
+
+/// Column q scaled by M_q = m2[q]/2 (right multiplication by Fz).
+fn scale_columns(x: &mut CMat, m2: &[i32]) {
+    let d = x.dim();
+    for (q, &mq) in m2.iter().enumerate() {
+        for v in &mut x.data_mut()[q * d..(q + 1) * d] {
+            *v *= mq as f64 / 2.0;
+        }
+    }
+}
+
+/// Row p scaled by M_p (left multiplication by Fz).
+fn scale_rows(x: &mut CMat, m2: &[i32]) {
+    let d = x.dim();
+    for q in 0..d {
+        for (v, &mp) in x.data_mut()[q * d..(q + 1) * d].iter_mut().zip(m2) {
+            *v *= mp as f64 / 2.0;
+        }
+    }
 }
 
 /// Calls `visit(m, z)` for m = 0..points with z_tr = exp((i2π f_tr − π lw)·t_m), stepping by a

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod error;
 pub mod hamiltonian;
+pub mod kernels;
 pub mod library;
 pub mod linalg;
 pub mod operators;

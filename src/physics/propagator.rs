@@ -26,7 +26,8 @@
 //! `degree` flat dot products — no matrix products.
 
 use super::error::PhysicsError;
-use super::linalg::{CMat, HermitianEigen};
+use super::kernels::{horner, table_index};
+use super::linalg::{CMat, HermitianEigen, Op, gemm};
 use super::operators::SpinOperators;
 
 const TARGET_ERROR: f64 = 1e-17;
@@ -44,11 +45,11 @@ pub struct Interval {
     pub degree: usize,
     /// V(a): `degree` matrices, each 2·d² interleaved f64, contiguous.
     pub v: Vec<f64>,
-    /// ∂V along Fx (= ∂V/∂a).
+    /// Vᴴ·∂V along Fx (∂V/∂a = V·this).
     pub dx: Vec<f64>,
-    /// ∂V along Fy.
+    /// Vᴴ·∂V along Fy.
     pub dy: Vec<f64>,
-    /// ∂V along Fz (only built when B0 gradients are requested).
+    /// Vᴴ·∂V along Fz (only built when B0 gradients are requested).
     pub dz: Option<Vec<f64>>,
 }
 
@@ -67,7 +68,7 @@ pub struct AmplitudeFamily {
     intervals: Vec<Option<Interval>>,
 }
 
-/// Values of V and its three directional derivatives at one amplitude.
+/// V and Vᴴ·∂V along Fx, Fy, Fz at one amplitude.
 struct NodeValues {
     v: CMat,
     dx: CMat,
@@ -132,7 +133,7 @@ impl AmplitudeFamily {
             fy: ops.fy(),
             fz,
             width: 2.0 * half,
-            base_degree: degree_for(eta) + 1,
+            base_degree: degree_for(eta),
             with_z,
             intervals: Vec::new(),
         })
@@ -152,15 +153,22 @@ impl AmplitudeFamily {
         let mut h = self.h.clone();
         h.axpy(num_complex::Complex64::new(a, 0.0), &self.fx);
         let e = HermitianEigen::new(&h)?;
+        let v = e.propagator(self.tau);
+        let generator = |dir: &CMat| {
+            let d = e.propagator_derivative(self.tau, dir);
+            let mut g = CMat::zeros(self.d);
+            gemm(&mut g, &v, Op::H, &d, Op::N);
+            g
+        };
         Ok(NodeValues {
-            v: e.propagator(self.tau),
-            dx: e.propagator_derivative(self.tau, &self.fx),
-            dy: e.propagator_derivative(self.tau, &self.fy),
+            dx: generator(&self.fx),
+            dy: generator(&self.fy),
             dz: if self.with_z {
-                Some(e.propagator_derivative(self.tau, &self.fz))
+                Some(generator(&self.fz))
             } else {
                 None
             },
+            v,
         })
     }
 
@@ -212,7 +220,14 @@ impl AmplitudeFamily {
                 }
             }
         }
-        mono
+        // Chunk-major layout for the hot kernels.
+        let mut table = vec![0.0; m * len];
+        for j in 0..m {
+            for i in 0..len {
+                table[table_index(i, j, m)] = mono[j * len + i];
+            }
+        }
+        table
     }
 
     fn build_interval(&self, index: usize) -> Result<Interval, PhysicsError> {
@@ -309,49 +324,6 @@ impl AmplitudeFamily {
         let (iv, t) = self.locate(a);
         horner(&iv.v, iv.degree, t, out.as_f64_mut());
     }
-}
-
-/// out = Σ_j t^j C_j for `degree` contiguous coefficient blocks of `out.len()` f64 each.
-#[inline]
-pub fn horner(coeffs: &[f64], degree: usize, t: f64, out: &mut [f64]) {
-    let len = out.len();
-    out.copy_from_slice(&coeffs[(degree - 1) * len..degree * len]);
-    for j in (0..degree - 1).rev() {
-        let c = &coeffs[j * len..(j + 1) * len];
-        for (o, &x) in out.iter_mut().zip(c) {
-            *o = o.mul_add(t, x);
-        }
-    }
-}
-
-/// Σ_j t^j ⟨k, C_j⟩ for flat real dot products ⟨k, C_j⟩.
-#[inline]
-pub fn poly_dot(coeffs: &[f64], degree: usize, t: f64, k: &[f64]) -> f64 {
-    let len = k.len();
-    let mut acc = 0.0;
-    for j in (0..degree).rev() {
-        let c = &coeffs[j * len..(j + 1) * len];
-        acc = acc * t + dot(k, c);
-    }
-    acc
-}
-
-/// Flat dot product with 8 independent accumulators (vectorizes; fixed summation order).
-#[inline]
-pub fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut s = [0.0f64; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
-            s[l] = x[l].mul_add(y[l], s[l]);
-        }
-    }
-    let mut tail = 0.0;
-    for i in chunks * 8..a.len() {
-        tail += a[i] * b[i];
-    }
-    ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])) + tail
 }
 
 fn max_diff(a: &CMat, b: &CMat) -> f64 {

@@ -1,0 +1,78 @@
+//! The golden-problem benchmark behind `spinloop bench`: seconds per loss+gradient of
+//! `glu_gln_3t` (single and B1-ensemble variants) on a chosen number of threads, the implied
+//! GFLOP/s, and a bit-identity check between repeated runs.
+
+use std::time::Instant;
+
+use crate::design::golden::{self, Variant};
+use crate::physics::{GradientRequest, PhysicsError, SimOptions};
+
+/// One benchmark measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchResult {
+    /// Variant measured.
+    pub variant: &'static str,
+    /// Rayon threads.
+    pub threads: usize,
+    /// Timed evaluations.
+    pub evals: usize,
+    /// Seconds for the first (cold) evaluation, including building propagator tables.
+    pub cold_seconds: f64,
+    /// Median seconds per loss+gradient (warm).
+    pub median_seconds: f64,
+    /// Fastest evaluation (s).
+    pub min_seconds: f64,
+    /// Matrix-product GFLOP/s implied by 5 products of 8d³ flops per segment and simulation.
+    pub gflops: f64,
+    /// The loss (for the record).
+    pub loss: f64,
+    /// Whether every evaluation gave bit-identical loss and gradient.
+    pub bit_identical: bool,
+}
+
+/// Runs `evals` timed loss+gradient evaluations (after one cold one) of the golden variant
+/// on a pool of `threads` rayon threads.
+pub fn golden_bench(
+    variant: Variant,
+    threads: usize,
+    evals: usize,
+    options: SimOptions,
+) -> Result<BenchResult, PhysicsError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let (ux, uy) = golden::test_pulse();
+        let exp = golden::experiment(ux, uy);
+        let loss = golden::loss()?;
+        let t0 = Instant::now();
+        let mut sim = golden::simulator(variant, options)?;
+        let (l0, g0) = sim.loss_and_gradient(&exp, &loss, GradientRequest::default())?;
+        let cold = t0.elapsed().as_secs_f64();
+        let mut times = Vec::with_capacity(evals);
+        let mut identical = true;
+        for _ in 0..evals {
+            let t = Instant::now();
+            let (l, g) = sim.loss_and_gradient(&exp, &loss, GradientRequest::default())?;
+            times.push(t.elapsed().as_secs_f64());
+            identical &= l.to_bits() == l0.to_bits() && g == g0;
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        Ok(BenchResult {
+            variant: match variant {
+                Variant::Single => "single",
+                Variant::B1 => "b1",
+            },
+            threads,
+            evals,
+            cold_seconds: cold,
+            median_seconds: median,
+            min_seconds: times[0],
+            gflops: sim.flops_per_gradient(&exp) / median / 1e9,
+            loss: l0,
+            bit_identical: identical,
+        })
+    })
+}

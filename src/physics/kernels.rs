@@ -1,0 +1,262 @@
+//! Flat f64 kernels of the per-segment hot loop (Horner sweeps over coefficient tables, dot
+//! products against them, elementwise phase rotation), compiled for AVX-512 and AVX2+FMA and
+//! chosen at run time; a portable fallback covers other CPUs. Summation orders are fixed, so a
+//! given machine always produces bit-identical results.
+
+use num_complex::Complex64 as C64;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+#[inline]
+fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Level::Avx2;
+        }
+    }
+    Level::Portable
+}
+
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Lanes per chunk of the interleaved coefficient layout.
+pub const LANES: usize = 8;
+
+/// Offset of coefficient `j` of flat element `i` in a table of `degree` coefficient matrices
+/// laid out chunk-major: `[i / 8][j][i % 8]`, so a Horner sweep over one 8-lane chunk reads
+/// `degree` consecutive 64-byte lines (no cache-set aliasing between coefficient matrices).
+#[inline(always)]
+pub fn table_index(i: usize, j: usize, degree: usize) -> usize {
+    (i / LANES) * LANES * degree + j * LANES + (i % LANES)
+}
+
+/// Chunks processed together so that their Horner chains interleave (FMA latency hiding).
+const GROUP: usize = 4;
+
+/// Horner values of `G` consecutive chunks: Σ_j t^j C_j[chunk] (8 lanes each); the G chains
+/// are independent, so their FMAs overlap.
+#[inline(always)]
+fn group_horner<const FMA: bool, const G: usize>(
+    c: &[f64],
+    degree: usize,
+    t: f64,
+) -> [[f64; LANES]; G] {
+    let block = LANES * degree;
+    let mut acc = [[0.0f64; LANES]; G];
+    for g in 0..G {
+        acc[g].copy_from_slice(&c[g * block + (degree - 1) * LANES..g * block + degree * LANES]);
+    }
+    for j in (0..degree - 1).rev() {
+        for g in 0..G {
+            let cj = &c[g * block + j * LANES..g * block + (j + 1) * LANES];
+            for l in 0..LANES {
+                acc[g][l] = fmadd::<FMA>(acc[g][l], t, cj[l]);
+            }
+        }
+    }
+    acc
+}
+
+/// out = Σ_j t^j C_j for a chunk-major table (see [`table_index`]); out.len() % 8 == 0.
+#[inline(always)]
+fn horner_impl<const FMA: bool>(coeffs: &[f64], degree: usize, t: f64, out: &mut [f64]) {
+    let block = LANES * degree;
+    let mut o = out.chunks_exact_mut(LANES * GROUP);
+    let mut c = coeffs.chunks_exact(block * GROUP);
+    for (og, cg) in (&mut o).zip(&mut c) {
+        let h = group_horner::<FMA, GROUP>(cg, degree, t);
+        for g in 0..GROUP {
+            og[g * LANES..(g + 1) * LANES].copy_from_slice(&h[g]);
+        }
+    }
+    for (o1, c1) in o
+        .into_remainder()
+        .chunks_exact_mut(LANES)
+        .zip(c.remainder().chunks_exact(block))
+    {
+        o1.copy_from_slice(&group_horner::<FMA, 1>(c1, degree, t)[0]);
+    }
+}
+
+/// Σ over chunks of k·h for Horner values h of `tables` (one accumulator set per table).
+#[inline(always)]
+fn poly_dots<const FMA: bool, const T: usize>(
+    tables: [&[f64]; T],
+    degree: usize,
+    t: f64,
+    k: &[f64],
+) -> [f64; T] {
+    let block = LANES * degree;
+    let mut s = [[0.0f64; LANES]; T];
+    let nchunks = k.len() / LANES;
+    let groups = nchunks / GROUP;
+    for gi in 0..groups {
+        let kk = &k[gi * GROUP * LANES..(gi + 1) * GROUP * LANES];
+        for (ti, tab) in tables.iter().enumerate() {
+            let h = group_horner::<FMA, GROUP>(&tab[gi * GROUP * block..(gi + 1) * GROUP * block], degree, t);
+            for g in 0..GROUP {
+                for l in 0..LANES {
+                    s[ti][l] = fmadd::<FMA>(kk[g * LANES + l], h[g][l], s[ti][l]);
+                }
+            }
+        }
+    }
+    for ci in groups * GROUP..nchunks {
+        let kk = &k[ci * LANES..(ci + 1) * LANES];
+        for (ti, tab) in tables.iter().enumerate() {
+            let h = group_horner::<FMA, 1>(&tab[ci * block..(ci + 1) * block], degree, t);
+            for l in 0..LANES {
+                s[ti][l] = fmadd::<FMA>(kk[l], h[0][l], s[ti][l]);
+            }
+        }
+    }
+    let mut out = [0.0; T];
+    for ti in 0..T {
+        out[ti] = lane_sum(&s[ti]);
+    }
+    out
+}
+
+/// (⟨k, Σ_j t^j A_j⟩, ⟨k, Σ_j t^j B_j⟩) for two chunk-major tables, in one pass over `k`.
+#[inline(always)]
+fn poly_dot2_impl<const FMA: bool>(
+    a: &[f64],
+    b: &[f64],
+    degree: usize,
+    t: f64,
+    k: &[f64],
+) -> (f64, f64) {
+    let [x, y] = poly_dots::<FMA, 2>([a, b], degree, t, k);
+    (x, y)
+}
+
+/// ⟨k, Σ_j t^j C_j⟩ for a chunk-major table.
+#[inline(always)]
+fn poly_dot_impl<const FMA: bool>(coeffs: &[f64], degree: usize, t: f64, k: &[f64]) -> f64 {
+    poly_dots::<FMA, 1>([coeffs], degree, t, k)[0]
+}
+
+#[inline(always)]
+fn lane_sum(s: &[f64; LANES]) -> f64 {
+    ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]))
+}
+
+#[inline(always)]
+fn dot_impl<const FMA: bool>(a: &[f64], b: &[f64]) -> f64 {
+    let mut s = [0.0f64; 16];
+    let chunks = a.len() / 16;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 16..c * 16 + 16], &b[c * 16..c * 16 + 16]);
+        for l in 0..16 {
+            s[l] = fmadd::<FMA>(x[l], y[l], s[l]);
+        }
+    }
+    let mut tail = 0.0;
+    for i in chunks * 16..a.len() {
+        tail = fmadd::<FMA>(a[i], b[i], tail);
+    }
+    let mut h = [0.0f64; 8];
+    for l in 0..8 {
+        h[l] = s[l] + s[l + 8];
+    }
+    ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7])) + tail
+}
+
+/// x[p + q·d] *= phase[m2[p] − m2[q] + off] for a d×d column-major complex matrix.
+#[inline(always)]
+fn rotate_impl(x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) {
+    for q in 0..d {
+        let base = off - m2[q];
+        let col = &mut x[q * d..(q + 1) * d];
+        for (v, &mp) in col.iter_mut().zip(m2) {
+            let z = phase[(mp + base) as usize];
+            *v = C64::new(v.re * z.re - v.im * z.im, v.re * z.im + v.im * z.re);
+        }
+    }
+}
+
+/// kc[p + q·d] = (Re K, −Im K) with K_pq = M_qp·phase[m2[p] − m2[q] + off].
+#[inline(always)]
+fn transpose_rotate_impl(m: &[C64], d: usize, m2: &[i32], phase: &[C64], off: i32, kc: &mut [f64]) {
+    for q in 0..d {
+        let base = off - m2[q];
+        for p in 0..d {
+            let v = m[q + p * d];
+            let z = phase[(m2[p] + base) as usize];
+            let o = 2 * (p + q * d);
+            kc[o] = v.re * z.re - v.im * z.im;
+            kc[o + 1] = -(v.re * z.im + v.im * z.re);
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($name:ident, $impl:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        mod $name {
+            use super::*;
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,fma")]
+            pub(super) unsafe fn avx512($($arg: $ty),*) -> $ret { $impl::<true>($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn avx2($($arg: $ty),*) -> $ret { $impl::<true>($($arg),*) }
+        }
+        #[doc = concat!("Runtime-dispatched `", stringify!($impl), "`.")]
+        #[inline]
+        pub fn $name($($arg: $ty),*) -> $ret {
+            match level() {
+                // SAFETY: the features were detected at run time.
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx512 => unsafe { $name::avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Level::Avx2 => unsafe { $name::avx2($($arg),*) },
+                _ => $impl::<false>($($arg),*),
+            }
+        }
+    };
+}
+
+dispatch!(horner, horner_impl, (coeffs: &[f64], degree: usize, t: f64, out: &mut [f64]) -> ());
+dispatch!(dot, dot_impl, (a: &[f64], b: &[f64]) -> f64);
+dispatch!(poly_dot, poly_dot_impl, (coeffs: &[f64], degree: usize, t: f64, k: &[f64]) -> f64);
+dispatch!(
+    poly_dot2,
+    poly_dot2_impl,
+    (a: &[f64], b: &[f64], degree: usize, t: f64, k: &[f64]) -> (f64, f64)
+);
+
+#[inline(always)]
+fn rotate_gen<const FMA: bool>(x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) {
+    rotate_impl(x, d, m2, phase, off)
+}
+
+#[inline(always)]
+fn transpose_rotate_gen<const FMA: bool>(
+    m: &[C64],
+    d: usize,
+    m2: &[i32],
+    phase: &[C64],
+    off: i32,
+    kc: &mut [f64],
+) {
+    transpose_rotate_impl(m, d, m2, phase, off, kc)
+}
+
+dispatch!(rotate, rotate_gen, (x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) -> ());
+dispatch!(
+    transpose_rotate,
+    transpose_rotate_gen,
+    (m: &[C64], d: usize, m2: &[i32], phase: &[C64], off: i32, kc: &mut [f64]) -> ()
+);

@@ -22,7 +22,7 @@ pub struct BenchResult {
     pub median_seconds: f64,
     /// Fastest evaluation (s).
     pub min_seconds: f64,
-    /// Matrix-product GFLOP/s implied by 5 products of 8d³ flops per segment and simulation.
+    /// Matrix-product GFLOP/s implied by 3 products of 8d³ flops per segment and simulation.
     pub gflops: f64,
     /// The loss (for the record).
     pub loss: f64,

@@ -57,6 +57,9 @@ enum Command {
         /// Timed evaluations per configuration.
         #[arg(long, default_value_t = 7)]
         evals: usize,
+        /// Amplitude-family interval parameter η (smaller: more, lower-degree intervals).
+        #[arg(long, default_value_t = SimOptions::default().family_eta)]
+        family_eta: f64,
     },
     /// List the built-in metabolite library, or print one molecule in the file format.
     Molecules {
@@ -81,6 +84,7 @@ fn main() -> Result<()> {
             variant,
             threads,
             evals,
+            family_eta,
         } => {
             if evals == 0 {
                 bail!("--evals must be >= 1");
@@ -91,7 +95,7 @@ fn main() -> Result<()> {
             );
             for v in &variant {
                 for &t in &threads {
-                    let r = golden_bench((*v).into(), t, evals, SimOptions::default())
+                    let r = golden_bench((*v).into(), t, evals, SimOptions { family_eta })
                         .context("benchmark")?;
                     println!(
                         "{:<8} {:>7} {:>11.4} {:>11.4} {:>11.4} {:>9.1} {:>13}",

@@ -375,7 +375,7 @@ impl Simulator {
         self.members.len() * self.fragments.len()
     }
 
-    /// Total Hilbert-space work estimate: Σ over tasks of segments × 8d³ × products.
+    /// Matrix-product work of one loss+gradient: Σ over tasks of steps × 3 products × 8d³.
     pub fn flops_per_gradient(&self, experiment: &Experiment) -> f64 {
         let segs: usize = experiment
             .blocks
@@ -388,7 +388,7 @@ impl Simulator {
         let per_member: f64 = self
             .fragments
             .iter()
-            .map(|f| 8.0 * (f.d as f64).powi(3) * 5.0 * segs as f64)
+            .map(|f| 8.0 * (f.d as f64).powi(3) * 3.0 * segs as f64)
             .sum();
         per_member * self.members.len() as f64
     }

@@ -36,10 +36,10 @@ use num_complex::Complex64 as C64;
 use rayon::prelude::*;
 
 use super::error::{PhysicsError, finite, positive};
-use super::hamiltonian::{FreeEigen, free_hamiltonian};
+use super::hamiltonian::{FreeEigen, free_hamiltonian_in};
 use super::linalg::{CMat, Op, ZERO, gemm};
 use super::operators::SpinOperators;
-use super::kernels::{horner, poly_dot, poly_dot2, rotate, transpose_rotate};
+use super::kernels::{costate_kernel, horner, poly_dot, poly_dot2, rotate};
 use super::propagator::AmplitudeFamily;
 use super::signals::{SignalLoss, Signals};
 use super::spin_system::{Field, Molecule, Nucleus};
@@ -149,9 +149,12 @@ struct FragmentModel {
     molecule: usize,
     n: usize,
     d: usize,
+    /// H0 in the M-ordered basis of `ops`.
     h0: CMat,
     eig: FreeEigen,
     m2: Vec<i32>,
+    /// Contiguous total-M blocks of the M-ordered basis.
+    blocks: Vec<(usize, usize, i32)>,
     /// weight / 2^(n−2)
     norm: f64,
     /// (p, q, ⟨q|F̃+|p⟩) in the H0 eigenbasis, M_q = M_p + 1.
@@ -305,8 +308,8 @@ impl Simulator {
                     ));
                 }
                 let n = frag.n_spins();
-                let ops = SpinOperators::new(n);
-                let h0 = free_hamiltonian(frag, field, carrier_ppm);
+                let ops = SpinOperators::m_ordered(n);
+                let h0 = free_hamiltonian_in(frag, field, carrier_ppm, &ops);
                 let eig = FreeEigen::new(&h0, &ops)?;
                 let fp = ops.fplus();
                 let d = ops.dim();
@@ -329,6 +332,7 @@ impl Simulator {
                     h0,
                     eig,
                     m2: ops.total_m2(),
+                    blocks: ops.m_blocks(),
                     norm: frag.weight / 2f64.powi(n as i32 - 2),
                     transitions,
                     ops,
@@ -683,12 +687,13 @@ impl Simulator {
     }
 
     /// The state ρ_N at the end of the last block for (member, fragment index in simulation
-    /// order), valid after a call to `simulate` or `loss_and_gradient`.
-    pub fn final_state(&self, member: usize, fragment: usize) -> Option<&CMat> {
+    /// order) in the bit-string basis of [`SpinOperators::new`], valid after a call to
+    /// `simulate` or `loss_and_gradient`.
+    pub fn final_state(&self, member: usize, fragment: usize) -> Option<CMat> {
         self.tasks
             .iter()
             .find(|t| t.member == member && t.fragment == fragment)
-            .map(|t| &t.rho_n)
+            .map(|t| self.fragments[fragment].ops.to_bit_order(&t.rho_n))
     }
 
     /// Fragment count (in simulation order: molecules in order, coupled fragments then
@@ -801,7 +806,7 @@ fn segment_propagator(
     horner(&iv.v, iv.degree, t, u.as_f64_mut());
     if phi != 0.0 {
         phase_table(phase, phi, f.n);
-        rotate(u.data_mut(), f.d, &f.m2, phase, 2 * f.n as i32);
+        rotate(u.data_mut(), f.d, &f.blocks, phase, 2 * f.n as i32);
     }
     t
 }
@@ -935,7 +940,7 @@ impl Ctx<'_> {
                     // K_pq = C_qp·e^{−iφ(M_p−M_q)} as (Re K, −Im K): a flat dot with a table of
                     // Vᴴ∂V gives Re Tr[C U_kᴴ ∂U_k].
                     phase_table(&mut s.phase, phi, n);
-                    transpose_rotate(s.rho.data(), d, &f.m2, &s.phase, two_n, &mut s.kc);
+                    costate_kernel(s.rho.data(), d, &f.blocks, &s.phase, two_n, &mut s.kc);
                     let (iv, t) = fam.locate(a);
                     let (gx, gy) = poly_dot2(&iv.dx, &iv.dy, iv.degree, t, &s.kc);
                     let (gx, gy) = (2.0 * gx, 2.0 * gy);
@@ -950,7 +955,7 @@ impl Ctx<'_> {
                     }
                     horner(&iv.v, iv.degree, t, s.u.as_f64_mut());
                     if phi != 0.0 {
-                        rotate(s.u.data_mut(), d, &f.m2, &s.phase, two_n);
+                        rotate(s.u.data_mut(), d, &f.blocks, &s.phase, two_n);
                     }
                     conjugate_in_place(&mut s.rho, &mut s.w, &s.u);
                 }

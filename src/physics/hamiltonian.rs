@@ -14,10 +14,19 @@ use super::linalg::{CMat, HermitianEigen};
 use super::operators::SpinOperators;
 use super::spin_system::{Field, Fragment};
 
-/// H0 of `frag` at `field` in the frame rotating at `carrier_ppm`.
+/// H0 of `frag` at `field` in the frame rotating at `carrier_ppm`, in bit-string order.
 pub fn free_hamiltonian(frag: &Fragment, field: Field, carrier_ppm: f64) -> CMat {
+    free_hamiltonian_in(frag, field, carrier_ppm, &SpinOperators::new(frag.n_spins()))
+}
+
+/// H0 in the basis of `ops` (which must be for `frag.n_spins()` spins).
+pub fn free_hamiltonian_in(
+    frag: &Fragment,
+    field: Field,
+    carrier_ppm: f64,
+    ops: &SpinOperators,
+) -> CMat {
     let n = frag.n_spins();
-    let ops = SpinOperators::new(n);
     let d = ops.dim();
     let nu: Vec<f64> = frag
         .spins
@@ -40,7 +49,7 @@ pub fn free_hamiltonian(frag: &Fragment, field: Field, carrier_ppm: f64) -> CMat
             h[(p, p)] += C64::new(c.hz * ops.m(p, i) * ops.m(p, j), 0.0);
             // (I+ I− + I− I+)/2 flips an antiparallel pair
             if ops.m(p, i) != ops.m(p, j) {
-                h[(p ^ mask, p)] += C64::new(c.hz / 2.0, 0.0);
+                h[(ops.index_of(ops.state(p) ^ mask), p)] += C64::new(c.hz / 2.0, 0.0);
             }
         }
     }

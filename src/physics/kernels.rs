@@ -174,30 +174,41 @@ fn dot_impl<const FMA: bool>(a: &[f64], b: &[f64]) -> f64 {
     ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7])) + tail
 }
 
-/// x[p + q·d] *= phase[m2[p] − m2[q] + off] for a d×d column-major complex matrix.
+/// Contiguous blocks of equal total M: (first index, length, 2M).
+pub type MBlocks = [(usize, usize, i32)];
+
+/// x_pq ← x_pq·phase[m2_p − m2_q + off] for a d×d column-major matrix in an M-ordered basis:
+/// the factor is constant on each (row block, column) run, so every run is a contiguous scaling.
 #[inline(always)]
-fn rotate_impl(x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) {
-    for q in 0..d {
-        let base = off - m2[q];
-        let col = &mut x[q * d..(q + 1) * d];
-        for (v, &mp) in col.iter_mut().zip(m2) {
-            let z = phase[(mp + base) as usize];
-            *v = C64::new(v.re * z.re - v.im * z.im, v.re * z.im + v.im * z.re);
+fn rotate_impl<const FMA: bool>(x: &mut [C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32) {
+    for &(cs, cl, mc) in blocks {
+        for q in cs..cs + cl {
+            let col = &mut x[q * d..(q + 1) * d];
+            for &(rs, rl, mr) in blocks {
+                let z = phase[(mr - mc + off) as usize];
+                for v in &mut col[rs..rs + rl] {
+                    *v = C64::new(v.re * z.re - v.im * z.im, v.re * z.im + v.im * z.re);
+                }
+            }
         }
     }
 }
 
-/// kc[p + q·d] = (Re K, −Im K) with K_pq = M_qp·phase[m2[p] − m2[q] + off].
+/// kc at (row r, col c) = (Re K, −Im K) with K = C_rc·phase[m2_c − m2_r + off]: with the
+/// generator tables stored transposed, ⟨kc, table⟩ = Re Tr[C·R G Rᴴ] for R = diag(e^{−iφM}).
 #[inline(always)]
-fn transpose_rotate_impl(m: &[C64], d: usize, m2: &[i32], phase: &[C64], off: i32, kc: &mut [f64]) {
-    for q in 0..d {
-        let base = off - m2[q];
-        for p in 0..d {
-            let v = m[q + p * d];
-            let z = phase[(m2[p] + base) as usize];
-            let o = 2 * (p + q * d);
-            kc[o] = v.re * z.re - v.im * z.im;
-            kc[o + 1] = -(v.re * z.im + v.im * z.re);
+fn kc_impl<const FMA: bool>(c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32, kc: &mut [f64]) {
+    for &(cs, cl, mc) in blocks {
+        for col in cs..cs + cl {
+            for &(rs, rl, mr) in blocks {
+                let z = phase[(mc - mr + off) as usize];
+                for r in rs..rs + rl {
+                    let v = c[r + col * d];
+                    let o = 2 * (r + col * d);
+                    kc[o] = v.re * z.re - v.im * z.im;
+                    kc[o + 1] = -(v.re * z.im + v.im * z.re);
+                }
+            }
         }
     }
 }
@@ -237,26 +248,9 @@ dispatch!(
     (a: &[f64], b: &[f64], degree: usize, t: f64, k: &[f64]) -> (f64, f64)
 );
 
-#[inline(always)]
-fn rotate_gen<const FMA: bool>(x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) {
-    rotate_impl(x, d, m2, phase, off)
-}
-
-#[inline(always)]
-fn transpose_rotate_gen<const FMA: bool>(
-    m: &[C64],
-    d: usize,
-    m2: &[i32],
-    phase: &[C64],
-    off: i32,
-    kc: &mut [f64],
-) {
-    transpose_rotate_impl(m, d, m2, phase, off, kc)
-}
-
-dispatch!(rotate, rotate_gen, (x: &mut [C64], d: usize, m2: &[i32], phase: &[C64], off: i32) -> ());
+dispatch!(rotate, rotate_impl, (x: &mut [C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32) -> ());
 dispatch!(
-    transpose_rotate,
-    transpose_rotate_gen,
-    (m: &[C64], d: usize, m2: &[i32], phase: &[C64], off: i32, kc: &mut [f64]) -> ()
+    costate_kernel,
+    kc_impl,
+    (c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32, kc: &mut [f64]) -> ()
 );

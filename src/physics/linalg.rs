@@ -128,6 +128,18 @@ impl CMat {
         m
     }
 
+    /// Transpose (no conjugation).
+    pub fn transpose(&self) -> CMat {
+        let n = self.n;
+        let mut m = CMat::zeros(n);
+        for c in 0..n {
+            for r in 0..n {
+                m.data[c + r * n] = self.data[r + c * n];
+            }
+        }
+        m
+    }
+
     /// Trace.
     pub fn trace(&self) -> C64 {
         (0..self.n).map(|i| self[(i, i)]).sum()

@@ -1,8 +1,11 @@
 //! Product operators of n coupled spins-1/2 in the Zeeman (product) basis, dimension 2^n.
 //!
-//! Basis convention: basis state p is the bit string of p with spin 1 the most significant
-//! bit; bit 0 is |α⟩ (m = +1/2), bit 1 is |β⟩ (m = −1/2). I = σ/2. Fx = Σ Ix_i, etc.
-//! F+ = Fx + iFy raises m. None of the reported numbers depend on the ordering.
+//! Basis convention: a basis state is a bit string with spin 1 the most significant bit; bit 0
+//! is |α⟩ (m = +1/2), bit 1 is |β⟩ (m = −1/2). I = σ/2. Fx = Σ Ix_i, etc. F+ = Fx + iFy
+//! raises m. [`SpinOperators::new`] orders the basis by the bit string (index = bit string);
+//! [`SpinOperators::m_ordered`] sorts it by descending total M (ties in bit-string order), so
+//! that every operator commuting with Fz is block diagonal with contiguous blocks — the order
+//! the simulator uses internally. None of the reported numbers depend on the ordering.
 
 use num_complex::Complex64 as C64;
 
@@ -12,12 +15,79 @@ use super::linalg::{CMat, ONE, ZERO};
 #[derive(Debug, Clone)]
 pub struct SpinOperators {
     n: usize,
+    /// Basis index → bit string.
+    states: Vec<usize>,
+    /// Bit string → basis index.
+    index: Vec<usize>,
 }
 
 impl SpinOperators {
-    /// Operators for `n` spins (n ≥ 1).
+    /// Operators for `n` spins (n ≥ 1) in bit-string order.
     pub fn new(n: usize) -> SpinOperators {
-        SpinOperators { n }
+        let states: Vec<usize> = (0..1 << n).collect();
+        SpinOperators {
+            n,
+            index: states.clone(),
+            states,
+        }
+    }
+
+    /// Operators for `n` spins in a basis sorted by descending total M.
+    pub fn m_ordered(n: usize) -> SpinOperators {
+        let mut states: Vec<usize> = (0..1 << n).collect();
+        states.sort_by_key(|&b| b.count_ones());
+        let mut index = vec![0; 1 << n];
+        for (i, &b) in states.iter().enumerate() {
+            index[b] = i;
+        }
+        SpinOperators { n, states, index }
+    }
+
+    /// Basis index of a bit string.
+    pub fn index_of(&self, bits: usize) -> usize {
+        self.index[bits]
+    }
+
+    /// Bit string of basis state p.
+    pub fn state(&self, p: usize) -> usize {
+        self.states[p]
+    }
+
+    /// Re-expresses a matrix given in bit-string order in this basis.
+    pub fn from_bit_order(&self, a: &CMat) -> CMat {
+        let d = self.dim();
+        let mut b = CMat::zeros(d);
+        for j in 0..d {
+            for i in 0..d {
+                b[(i, j)] = a[(self.states[i], self.states[j])];
+            }
+        }
+        b
+    }
+
+    /// Re-expresses a matrix given in this basis in bit-string order.
+    pub fn to_bit_order(&self, a: &CMat) -> CMat {
+        let d = self.dim();
+        let mut b = CMat::zeros(d);
+        for j in 0..d {
+            for i in 0..d {
+                b[(self.states[i], self.states[j])] = a[(i, j)];
+            }
+        }
+        b
+    }
+
+    /// Contiguous blocks of equal total M: (first index, length, 2M), descending M.
+    pub fn m_blocks(&self) -> Vec<(usize, usize, i32)> {
+        let m2 = self.total_m2();
+        let mut blocks: Vec<(usize, usize, i32)> = Vec::new();
+        for (p, &m) in m2.iter().enumerate() {
+            match blocks.last_mut() {
+                Some(b) if b.2 == m && b.0 + b.1 == p => b.1 += 1,
+                _ => blocks.push((p, 1, m)),
+            }
+        }
+        blocks
     }
 
     /// Number of spins.
@@ -32,7 +102,7 @@ impl SpinOperators {
 
     #[inline]
     fn bit(&self, p: usize, i: usize) -> usize {
-        (p >> (self.n - 1 - i)) & 1
+        (self.states[p] >> (self.n - 1 - i)) & 1
     }
 
     /// m_i of spin i in basis state p (+1/2 or −1/2).
@@ -71,8 +141,9 @@ impl SpinOperators {
         let mut m = CMat::zeros(d);
         let mask = 1 << (self.n - 1 - i);
         for p in 0..d {
-            if p & mask != 0 {
-                m[(p ^ mask, p)] = ONE;
+            let b = self.states[p];
+            if b & mask != 0 {
+                m[(self.index[b ^ mask], p)] = ONE;
             }
         }
         m
@@ -142,7 +213,7 @@ impl SpinOperators {
         for _ in 0..self.n {
             u = u.kron(&r);
         }
-        u
+        self.from_bit_order(&u)
     }
 
     /// The transverse operator cos φ Fx + sin φ Fy.

@@ -50,11 +50,12 @@ pub struct Interval {
     pub degree: usize,
     /// V(a): `degree` matrices, each 2·d² interleaved f64, contiguous.
     pub v: Vec<f64>,
-    /// Vᴴ·∂V along Fx (∂V/∂a = V·this).
+    /// (Vᴴ·∂V along Fx)ᵀ — the generator, stored transposed so that Re Tr[C·G] is a flat dot
+    /// product with C itself (∂V/∂a = V·G).
     pub dx: Vec<f64>,
-    /// Vᴴ·∂V along Fy.
+    /// (Vᴴ·∂V along Fy)ᵀ.
     pub dy: Vec<f64>,
-    /// Vᴴ·∂V along Fz (only built when B0 gradients are requested).
+    /// (Vᴴ·∂V along Fz)ᵀ (only built when B0 gradients are requested).
     pub dz: Option<Vec<f64>>,
 }
 
@@ -248,10 +249,10 @@ impl AmplitudeFamily {
                 let t = (std::f64::consts::PI * (i as f64 + 0.5) / degree as f64).cos();
                 let nv = self.node(center + half * t)?;
                 vs.push(nv.v);
-                dxs.push(nv.dx);
-                dys.push(nv.dy);
+                dxs.push(nv.dx.transpose());
+                dys.push(nv.dy.transpose());
                 if let Some(z) = nv.dz {
-                    dzs.push(z);
+                    dzs.push(z.transpose());
                 }
             }
             let iv = Interval {
@@ -276,9 +277,9 @@ impl AmplitudeFamily {
                 worst_v = worst_v.max(max_diff(&buf, &direct.v));
                 let scale = direct.dx.max_abs().max(f64::MIN_POSITIVE);
                 horner(&iv.dx, degree, t, buf.as_f64_mut());
-                worst_g = worst_g.max(max_diff(&buf, &direct.dx) / scale);
+                worst_g = worst_g.max(max_diff(&buf, &direct.dx.transpose()) / scale);
                 horner(&iv.dy, degree, t, buf.as_f64_mut());
-                worst_g = worst_g.max(max_diff(&buf, &direct.dy) / scale);
+                worst_g = worst_g.max(max_diff(&buf, &direct.dy.transpose()) / scale);
             }
             let worst = worst_v.max(worst_g * CHECK_TOLERANCE / CHECK_TOLERANCE_GENERATOR);
             if worst <= CHECK_TOLERANCE {

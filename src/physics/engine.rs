@@ -39,7 +39,7 @@ use super::error::{PhysicsError, finite, positive};
 use super::hamiltonian::{FreeEigen, free_hamiltonian_in};
 use super::linalg::{CMat, Op, ZERO, gemm};
 use super::operators::SpinOperators;
-use super::kernels::{costate_kernel, horner, poly_dot, poly_dot2, rotate};
+use super::kernels::{correlate, costate_kernel, horner, poly_dot, poly_dot2, rotate, synthesize};
 use super::propagator::AmplitudeFamily;
 use super::signals::{SignalLoss, Signals};
 use super::spin_system::{Field, Molecule, Nucleus};
@@ -215,7 +215,7 @@ struct Scratch {
     kc: Vec<f64>,
     phase: Vec<C64>,
     amp: Vec<C64>,
-    z: Vec<C64>,
+    ph: Phasors,
 }
 
 impl Scratch {
@@ -230,7 +230,7 @@ impl Scratch {
             kc: vec![0.0; 2 * d * d],
             phase: vec![ZERO; 4 * n + 1],
             amp: Vec::new(),
-            z: Vec::new(),
+            ph: Phasors::default(),
         }
     }
 }
@@ -863,15 +863,7 @@ impl Ctx<'_> {
                 .iter()
                 .map(|&(p, q, c)| s.x[(p, q)] * c * f.norm),
         );
-        let amp = &s.amp;
-        let fid = &mut task.fid;
-        phasors(&task.freqs, self.acq, &mut s.z, |m, z| {
-            let mut acc = ZERO;
-            for (zi, a) in z.iter().zip(amp) {
-                acc += a * zi;
-            }
-            fid[m] = acc;
-        });
+        s.ph.synthesize(&task.freqs, self.acq, &s.amp, &mut task.fid);
     }
 
     /// Second sweep: λ_N from ∂L/∂FID, λ_0 = Pᴴλ_N P, C_0 = Fz λ_0, then forward through the
@@ -898,18 +890,7 @@ impl Ctx<'_> {
         }
 
         // G_tr = Σ_m g_m conj(φ_tr(m)); Γ_pq = G_tr conj(c_pq); λ_N = herm(W Γᴴ Wᴴ).
-        s.amp.clear();
-        s.amp.resize(f.transitions.len(), ZERO);
-        {
-            let gfid = &task.grad_fid;
-            let amp = &mut s.amp;
-            phasors(&task.freqs, acq, &mut s.z, |m, z| {
-                let g = gfid[m];
-                for (a, zi) in amp.iter_mut().zip(z) {
-                    *a += g * zi.conj();
-                }
-            });
-        }
+        s.ph.correlate(&task.freqs, acq, &task.grad_fid, &mut s.amp);
         s.m.fill_zero();
         for (gt, &(p, q, c)) in s.amp.iter().zip(&f.transitions) {
             s.m[(q, p)] = gt.conj() * c * f.norm;
@@ -1007,29 +988,73 @@ fn scale_rows(x: &mut CMat, m2: &[i32]) {
     }
 }
 
-/// Calls `visit(m, z)` for m = 0..points with z_tr = exp((i2π f_tr − π lw)·t_m), stepping by a
-/// per-transition factor and re-anchoring exactly every 64 points (bounded rounding drift).
-fn phasors(freqs: &[f64], acq: Acquisition, buf: &mut Vec<C64>, mut visit: impl FnMut(usize, &[C64])) {
-    let nt = freqs.len();
-    buf.resize(3 * nt, ZERO);
-    let (rates, rest) = buf.split_at_mut(nt);
-    let (steps, z) = rest.split_at_mut(nt);
-    let pi = std::f64::consts::PI;
-    for ((r, st), fr) in rates.iter_mut().zip(steps.iter_mut()).zip(freqs) {
-        *r = C64::new(-pi * acq.linewidth_hz, 2.0 * pi * fr);
-        *st = (*r * acq.dwell).exp();
-    }
-    for m in 0..acq.points {
-        if m % 64 == 0 {
-            let t = m as f64 * acq.dwell;
-            for (zi, r) in z.iter_mut().zip(rates.iter()) {
-                *zi = (*r * t).exp();
-            }
-        } else {
-            for (zi, st) in z.iter_mut().zip(steps.iter()) {
-                *zi *= st;
-            }
+/// Damped phasors z_tr(m) = exp((i2π f_tr − π lw)·m·dwell) of one task's transitions, in split
+/// (re, im) arrays padded to a multiple of 8, advanced by a per-transition step and re-anchored
+/// exactly every [`Phasors::ANCHOR`] points (bounded rounding drift).
+#[derive(Default)]
+struct Phasors {
+    ar: Vec<f64>,
+    ai: Vec<f64>,
+    sr: Vec<f64>,
+    si: Vec<f64>,
+    zr: Vec<f64>,
+    zi: Vec<f64>,
+    rate: Vec<C64>,
+}
+
+impl Phasors {
+    const ANCHOR: usize = 256;
+
+    fn setup(&mut self, freqs: &[f64], acq: Acquisition) {
+        let nt = freqs.len().div_ceil(8) * 8;
+        let pi = std::f64::consts::PI;
+        self.rate.clear();
+        self.rate
+            .extend(freqs.iter().map(|f| C64::new(-pi * acq.linewidth_hz, 2.0 * pi * f)));
+        for v in [&mut self.ar, &mut self.ai, &mut self.sr, &mut self.si, &mut self.zr, &mut self.zi] {
+            v.clear();
+            v.resize(nt, 0.0);
         }
-        visit(m, z);
+        for (i, r) in self.rate.iter().enumerate() {
+            let s = (*r * acq.dwell).exp();
+            self.sr[i] = s.re;
+            self.si[i] = s.im;
+        }
+        for i in freqs.len()..nt {
+            self.sr[i] = 1.0;
+        }
+    }
+
+    fn anchor(&mut self, t: f64) {
+        for (i, r) in self.rate.iter().enumerate() {
+            let z = (*r * t).exp();
+            self.zr[i] = z.re;
+            self.zi[i] = z.im;
+        }
+    }
+
+    /// fid[m] = Σ_tr amp_tr·z_tr(m).
+    fn synthesize(&mut self, freqs: &[f64], acq: Acquisition, amp: &[C64], fid: &mut [C64]) {
+        self.setup(freqs, acq);
+        for (i, a) in amp.iter().enumerate() {
+            self.ar[i] = a.re;
+            self.ai[i] = a.im;
+        }
+        for (b, out) in fid.chunks_mut(Self::ANCHOR).enumerate() {
+            self.anchor((b * Self::ANCHOR) as f64 * acq.dwell);
+            synthesize(&self.ar, &self.ai, &self.sr, &self.si, &mut self.zr, &mut self.zi, out);
+        }
+    }
+
+    /// out_tr = Σ_m g_m·conj(z_tr(m)).
+    fn correlate(&mut self, freqs: &[f64], acq: Acquisition, g: &[C64], out: &mut Vec<C64>) {
+        self.setup(freqs, acq);
+        // ar/ai accumulate the result.
+        for (b, gb) in g.chunks(Self::ANCHOR).enumerate() {
+            self.anchor((b * Self::ANCHOR) as f64 * acq.dwell);
+            correlate(gb, &self.sr, &self.si, &mut self.zr, &mut self.zi, &mut self.ar, &mut self.ai);
+        }
+        out.clear();
+        out.extend((0..freqs.len()).map(|i| C64::new(self.ar[i], self.ai[i])));
     }
 }

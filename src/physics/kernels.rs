@@ -213,6 +213,67 @@ fn kc_impl<const FMA: bool>(c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64]
     }
 }
 
+/// Damped-phasor synthesis: for each output point, out = Σ_tr A_tr·z_tr, then z_tr ← z_tr·s_tr.
+/// Split (re, im) arrays whose length is a multiple of 8 (padded with A = 0, s = 1).
+#[inline(always)]
+fn synth_impl<const FMA: bool>(
+    ar: &[f64],
+    ai: &[f64],
+    sr: &[f64],
+    si: &[f64],
+    zr: &mut [f64],
+    zi: &mut [f64],
+    out: &mut [C64],
+) {
+    for o in out.iter_mut() {
+        let mut accr = [0.0f64; LANES];
+        let mut acci = [0.0f64; LANES];
+        for c in 0..ar.len() / LANES {
+            let r = c * LANES..(c + 1) * LANES;
+            let (ar, ai, sr, si) = (&ar[r.clone()], &ai[r.clone()], &sr[r.clone()], &si[r.clone()]);
+            let (zr, zi) = (&mut zr[r.clone()], &mut zi[r]);
+            for l in 0..LANES {
+                let (x, y) = (zr[l], zi[l]);
+                accr[l] = fmadd::<FMA>(ar[l], x, fmadd::<FMA>(-ai[l], y, accr[l]));
+                acci[l] = fmadd::<FMA>(ar[l], y, fmadd::<FMA>(ai[l], x, acci[l]));
+                zr[l] = fmadd::<FMA>(x, sr[l], -y * si[l]);
+                zi[l] = fmadd::<FMA>(x, si[l], y * sr[l]);
+            }
+        }
+        *o = C64::new(lane_sum(&accr), lane_sum(&acci));
+    }
+}
+
+/// Adjoint of [`synth_impl`]: G_tr += Σ_m g_m·conj(z_tr(m)), stepping z the same way.
+#[inline(always)]
+fn correlate_impl<const FMA: bool>(
+    g: &[C64],
+    sr: &[f64],
+    si: &[f64],
+    zr: &mut [f64],
+    zi: &mut [f64],
+    gr: &mut [f64],
+    gi: &mut [f64],
+) {
+    for gm in g {
+        let (a, b) = (gm.re, gm.im);
+        for c in 0..sr.len() / LANES {
+            let r = c * LANES..(c + 1) * LANES;
+            let (sr, si) = (&sr[r.clone()], &si[r.clone()]);
+            let (gr, gi) = (&mut gr[r.clone()], &mut gi[r.clone()]);
+            let (zr, zi) = (&mut zr[r.clone()], &mut zi[r]);
+            for l in 0..LANES {
+                let (x, y) = (zr[l], zi[l]);
+                // (a + ib)(x − iy) = (ax + by) + i(bx − ay)
+                gr[l] = fmadd::<FMA>(a, x, fmadd::<FMA>(b, y, gr[l]));
+                gi[l] = fmadd::<FMA>(b, x, fmadd::<FMA>(-a, y, gi[l]));
+                zr[l] = fmadd::<FMA>(x, sr[l], -y * si[l]);
+                zi[l] = fmadd::<FMA>(x, si[l], y * sr[l]);
+            }
+        }
+    }
+}
+
 macro_rules! dispatch {
     ($name:ident, $impl:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         mod $name {
@@ -253,4 +314,14 @@ dispatch!(
     costate_kernel,
     kc_impl,
     (c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32, kc: &mut [f64]) -> ()
+);
+dispatch!(
+    synthesize,
+    synth_impl,
+    (ar: &[f64], ai: &[f64], sr: &[f64], si: &[f64], zr: &mut [f64], zi: &mut [f64], out: &mut [C64]) -> ()
+);
+dispatch!(
+    correlate,
+    correlate_impl,
+    (g: &[C64], sr: &[f64], si: &[f64], zr: &mut [f64], zi: &mut [f64], gr: &mut [f64], gi: &mut [f64]) -> ()
 );

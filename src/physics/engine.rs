@@ -91,6 +91,15 @@ pub struct Experiment {
     pub acquisition: Acquisition,
 }
 
+/// One spectral line: a single-quantum transition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Line {
+    /// Frequency in the rotating frame (Hz); ppm = carrier + f/f0.
+    pub freq_hz: f64,
+    /// Complex amplitude at t = 0.
+    pub amplitude: C64,
+}
+
 /// One ensemble member: a hardware condition.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Member {
@@ -700,6 +709,38 @@ impl Simulator {
     /// singlets).
     pub fn fragment_count(&self) -> usize {
         self.fragments.len()
+    }
+
+    /// Molecule index of a fragment (simulation order).
+    pub fn fragment_molecule(&self, fragment: usize) -> Option<usize> {
+        self.fragments.get(fragment).map(|f| f.molecule)
+    }
+
+    /// The line list of one (member, fragment) after the last simulation: every single-quantum
+    /// transition of H0 + Δν0 Fz with its frequency (Hz, rotating frame) and complex amplitude
+    /// at t = 0 (weighted and normalized like the FID, before line broadening). The FID is
+    /// exactly Σ amplitude·e^{(i2πf − π·lw)t} over these lines.
+    pub fn lines(&self, member: usize, fragment: usize) -> Option<Vec<Line>> {
+        let task = self
+            .tasks
+            .iter()
+            .find(|t| t.member == member && t.fragment == fragment)?;
+        let f = &self.fragments[fragment];
+        let w = &f.eig.vectors;
+        let mut tmp = CMat::zeros(f.d);
+        let mut rt = CMat::zeros(f.d);
+        gemm(&mut tmp, &task.rho_n, Op::N, w, Op::N);
+        gemm(&mut rt, w, Op::H, &tmp, Op::N);
+        Some(
+            f.transitions
+                .iter()
+                .zip(&task.freqs)
+                .map(|(&(p, q, c), &freq_hz)| Line {
+                    freq_hz,
+                    amplitude: rt[(p, q)] * c * f.norm,
+                })
+                .collect(),
+        )
     }
 
     fn collect_signals(&self, points: usize) -> Signals {

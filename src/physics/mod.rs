@@ -24,7 +24,7 @@ pub mod signals;
 pub mod spin_system;
 
 pub use engine::{
-    Acquisition, Block, Experiment, Gradient, GradientRequest, Member, SimOptions, Simulator,
+    Acquisition, Block, Experiment, Gradient, GradientRequest, Line, Member, SimOptions, Simulator,
 };
 pub use error::PhysicsError;
 pub use signals::{SignalLoss, Signals};

@@ -1,7 +1,13 @@
-use spinloop::physics::{hamiltonian::free_hamiltonian, operators::SpinOperators, propagator::AmplitudeFamily, library, Field};
+use spinloop::physics::{
+    Field, hamiltonian::free_hamiltonian, library, operators::SpinOperators,
+    propagator::AmplitudeFamily,
+};
 fn main() {
     for eta in [0.005, 0.01, 0.02, 0.05, 0.1] {
-        println!("eta {eta}: bound degree {}", spinloop::physics::propagator::degree_for(eta));
+        println!(
+            "eta {eta}: bound degree {}",
+            spinloop::physics::propagator::degree_for(eta)
+        );
         let frag = &library::glutamate().fragments[0];
         let h0 = free_hamiltonian(frag, Field::THREE_T, 3.0);
         let ops = SpinOperators::new(5);
@@ -9,6 +15,11 @@ fn main() {
         let t = std::time::Instant::now();
         fam.ensure(306.0).unwrap();
         let (iv, _) = fam.locate(100.0);
-        println!("   interval degree {} half {:.1} Hz, build {:.3} s", iv.degree, iv.half, t.elapsed().as_secs_f64());
+        println!(
+            "   interval degree {} half {:.1} Hz, build {:.3} s",
+            iv.degree,
+            iv.half,
+            t.elapsed().as_secs_f64()
+        );
     }
 }

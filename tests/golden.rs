@@ -39,7 +39,10 @@ fn check_variant(variant: Variant, key: &str) {
         .loss_and_gradient(&exp, &loss, GradientRequest::default())
         .unwrap();
     let want = res["loss"].as_f64().unwrap();
-    println!("{key}: loss {value:.16} golden {want:.16} rel {:e}", rel(value, want));
+    println!(
+        "{key}: loss {value:.16} golden {want:.16} rel {:e}",
+        rel(value, want)
+    );
     assert!(rel(value, want) < 1e-9, "loss {value} vs {want}");
 
     // Loss split into its terms.
@@ -70,7 +73,10 @@ fn check_variant(variant: Variant, key: &str) {
         }
     }
     println!("{key}: gradient worst rel {worst_rel:e}, worst abs {worst_abs:e} (max |g| {gmax:e})");
-    assert!(worst_rel < 1e-9, "gradient entry off by {worst_rel:e} relative");
+    assert!(
+        worst_rel < 1e-9,
+        "gradient entry off by {worst_rel:e} relative"
+    );
     let norm = gx.iter().chain(&gy).map(|v| v * v).sum::<f64>().sqrt();
     let our_norm = grad.ux[0]
         .iter()
@@ -116,10 +122,15 @@ fn golden_fid_and_spectrum() {
             .map(|(i, s)| (i, s.norm()))
             .fold((0, 0.0), |acc, x| if x.1 > acc.1 { x } else { acc });
         let want_max = g["results"]["max_abs_S_b1eq1"][key].as_f64().unwrap();
-        assert!(rel(smax, want_max) < 1e-9, "{key} max|S| {smax} vs {want_max}");
+        assert!(
+            rel(smax, want_max) < 1e-9,
+            "{key} max|S| {smax} vs {want_max}"
+        );
         assert_eq!(
             imax as u64,
-            g["results"]["argmax_abs_S_index_after_fftshift"][key].as_u64().unwrap()
+            g["results"]["argmax_abs_S_index_after_fftshift"][key]
+                .as_u64()
+                .unwrap()
         );
     }
 }
@@ -133,7 +144,10 @@ fn golden_h0_eigenvalues_and_first_propagator() {
         let e = HermitianEigen::new(&h0).unwrap();
         let want = floats(&g["results"]["H0_eigenvalues_Hz_sorted"][key]);
         for (a, b) in e.values.iter().zip(&want) {
-            assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{key} eigenvalue {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{key} eigenvalue {a} vs {b}"
+            );
         }
         // Tr(U_0) for the first segment of the test pulse, b = 1.
         let ops = SpinOperators::new(5);
@@ -144,7 +158,17 @@ fn golden_h0_eigenvalues_and_first_propagator() {
         let u0 = HermitianEigen::new(&h).unwrap().propagator(golden::DT);
         let tr = u0.trace();
         let w = floats(&g["results"]["trace_U0_segment0"][key]);
-        assert!((tr.re - w[0]).abs() < 1e-9 * w[0].abs(), "{key} Tr U0 re {} vs {}", tr.re, w[0]);
-        assert!((tr.im - w[1]).abs() < 1e-9 * w[1].abs().max(1e-6), "{key} Tr U0 im {} vs {}", tr.im, w[1]);
+        assert!(
+            (tr.re - w[0]).abs() < 1e-9 * w[0].abs(),
+            "{key} Tr U0 re {} vs {}",
+            tr.re,
+            w[0]
+        );
+        assert!(
+            (tr.im - w[1]).abs() < 1e-9 * w[1].abs().max(1e-6),
+            "{key} Tr U0 im {} vs {}",
+            tr.im,
+            w[1]
+        );
     }
 }

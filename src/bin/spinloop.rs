@@ -10,7 +10,11 @@ use spinloop::design::optimize::{LbfgsOptions, lbfgs};
 use spinloop::physics::{GradientRequest, Molecule, SimOptions, library};
 
 #[derive(Parser)]
-#[command(name = "spinloop", version, about = "Spectrum-driven RF pulse design for MR consoles")]
+#[command(
+    name = "spinloop",
+    version,
+    about = "Spectrum-driven RF pulse design for MR consoles"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,7 +95,13 @@ fn main() -> Result<()> {
             }
             println!(
                 "{:<8} {:>7} {:>11} {:>11} {:>11} {:>9} {:>13}",
-                "variant", "threads", "cold [s]", "median [s]", "min [s]", "GFLOP/s", "bit-identical"
+                "variant",
+                "threads",
+                "cold [s]",
+                "median [s]",
+                "min [s]",
+                "GFLOP/s",
+                "bit-identical"
             );
             for v in &variant {
                 for &t in &threads {
@@ -188,10 +198,7 @@ fn run(variant: Variant, iterations: usize, output: Option<std::path::PathBuf>) 
     let exp0 = golden::experiment(ux0.clone(), uy0.clone());
     let signals0 = sim.simulate(&exp0)?;
     println!("stopped: {:?} after {:.2} s", result.reason, secs);
-    println!(
-        "{:<28} {:>14} {:>14}",
-        "", "test pulse", "optimized"
-    );
+    println!("{:<28} {:>14} {:>14}", "", "test pulse", "optimized");
     let l0 = result.history[0].loss;
     println!("{:<28} {:>14.4} {:>14.4}", "loss", l0, result.loss);
     let members = signals.members();
@@ -206,8 +213,14 @@ fn run(variant: Variant, iterations: usize, output: Option<std::path::PathBuf>) 
     };
     let (g0, q0) = mean_terms(&signals0)?;
     let (g1, q1) = mean_terms(&signals)?;
-    println!("{:<28} {:>14.4} {:>14.4}", "Glu sum Re S (2.25-2.50)", g0, g1);
-    println!("{:<28} {:>14.4} {:>14.4}", "Gln sum |S|^2 (2.25-2.50)", q0, q1);
+    println!(
+        "{:<28} {:>14.4} {:>14.4}",
+        "Glu sum Re S (2.25-2.50)", g0, g1
+    );
+    println!(
+        "{:<28} {:>14.4} {:>14.4}",
+        "Gln sum |S|^2 (2.25-2.50)", q0, q1
+    );
     let peak = result.x.chunks(n).next().map(|_| {
         (0..n)
             .map(|k| result.x[k].hypot(result.x[n + k]))

@@ -15,7 +15,9 @@ pub const DT: f64 = 20e-6;
 /// Carrier (ppm).
 pub const CARRIER_PPM: f64 = 3.0;
 /// B1 scales of the ensemble variant.
-pub const B1_SCALES: [f64; 11] = [0.8, 0.84, 0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16, 1.2];
+pub const B1_SCALES: [f64; 11] = [
+    0.8, 0.84, 0.88, 0.92, 0.96, 1.0, 1.04, 1.08, 1.12, 1.16, 1.2,
+];
 
 /// Which variant of the golden problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

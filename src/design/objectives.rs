@@ -104,7 +104,11 @@ impl WindowLoss {
 }
 
 impl SignalLoss for WindowLoss {
-    fn evaluate(&self, signals: &Signals, mut grad: Option<&mut Signals>) -> Result<f64, PhysicsError> {
+    fn evaluate(
+        &self,
+        signals: &Signals,
+        mut grad: Option<&mut Signals>,
+    ) -> Result<f64, PhysicsError> {
         for t in &self.terms {
             if t.molecule >= signals.molecules() {
                 return Err(PhysicsError::invalid(

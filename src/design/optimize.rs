@@ -150,7 +150,10 @@ pub fn lbfgs(
             let xn: Vec<f64> = x.iter().zip(&dir).map(|(a, d)| a + step * d).collect();
             let (fnew, gnew) = f(&xn)?;
             evals += 1;
-            if fnew.is_finite() && gnew.iter().all(|v| v.is_finite()) && fnew <= fx + 1e-4 * step * slope {
+            if fnew.is_finite()
+                && gnew.iter().all(|v| v.is_finite())
+                && fnew <= fx + 1e-4 * step * slope
+            {
                 accepted = Some((xn, fnew, gnew));
                 break;
             }

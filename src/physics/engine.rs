@@ -37,9 +37,9 @@ use rayon::prelude::*;
 
 use super::error::{PhysicsError, finite, positive};
 use super::hamiltonian::{FreeEigen, free_hamiltonian_in};
+use super::kernels::{correlate, costate_kernel, horner, poly_dot, poly_dot2, rotate, synthesize};
 use super::linalg::{CMat, Op, ZERO, gemm};
 use super::operators::SpinOperators;
-use super::kernels::{correlate, costate_kernel, horner, poly_dot, poly_dot2, rotate, synthesize};
 use super::propagator::AmplitudeFamily;
 use super::signals::{SignalLoss, Signals};
 use super::spin_system::{Field, Molecule, Nucleus};
@@ -126,9 +126,7 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions {
-            family_eta: 0.02,
-        }
+        SimOptions { family_eta: 0.02 }
     }
 }
 
@@ -289,7 +287,11 @@ impl Simulator {
         positive("field.f0_mhz", field.f0_mhz)?;
         finite("carrier_ppm", carrier_ppm)?;
         if molecules.is_empty() {
-            return Err(PhysicsError::invalid("molecules", "[]", "need at least one"));
+            return Err(PhysicsError::invalid(
+                "molecules",
+                "[]",
+                "need at least one",
+            ));
         }
         if members.is_empty() {
             return Err(PhysicsError::invalid("members", "[]", "need at least one"));
@@ -442,9 +444,14 @@ impl Simulator {
                             "a shaped pulse needs at least one segment",
                         ));
                     }
+                    // Check first, name the field only on failure (no per-segment allocation).
                     for (k, (&x, &y)) in ux.iter().zip(uy).enumerate() {
-                        finite(format!("blocks[{bi}].ux[{k}]"), x)?;
-                        finite(format!("blocks[{bi}].uy[{k}]"), y)?;
+                        if !x.is_finite() {
+                            finite(format!("blocks[{bi}].ux[{k}]"), x)?;
+                        }
+                        if !y.is_finite() {
+                            finite(format!("blocks[{bi}].uy[{k}]"), y)?;
+                        }
                     }
                 }
                 Block::Delay { duration } => {
@@ -466,7 +473,13 @@ impl Simulator {
         Ok(())
     }
 
-    fn family_for(&mut self, fragment: usize, dt: f64, b0: f64, with_z: bool) -> Result<usize, PhysicsError> {
+    fn family_for(
+        &mut self,
+        fragment: usize,
+        dt: f64,
+        b0: f64,
+        with_z: bool,
+    ) -> Result<usize, PhysicsError> {
         let key = (fragment, dt.to_bits(), b0.to_bits());
         if let Some(&i) = self.family_index.get(&key) {
             if with_z && !self.families[i].has_z() {
@@ -583,7 +596,10 @@ impl Simulator {
                             .m2
                             .iter()
                             .map(|&m2| {
-                                C64::new(0.0, -2.0 * std::f64::consts::PI * duration * m2 as f64 / 2.0)
+                                C64::new(
+                                    0.0,
+                                    -2.0 * std::f64::consts::PI * duration * m2 as f64 / 2.0,
+                                )
                             })
                             .collect(),
                     }),
@@ -859,7 +875,14 @@ impl Ctx<'_> {
         let member = self.members[task.member];
         let (ux, uy) = self.pulses[pulse];
         let (a, phi, _) = polar(member.b1, ux[k], uy[k]);
-        segment_propagator(&self.families[task.families[pulse]], a, phi, f, &mut s.phase, &mut s.u);
+        segment_propagator(
+            &self.families[task.families[pulse]],
+            a,
+            phi,
+            f,
+            &mut s.phase,
+            &mut s.u,
+        );
     }
 
     /// First sweep: P_N = U_{N−1}⋯U_0, ρ_N = P_N Fz P_Nᴴ, then the FID.
@@ -981,22 +1004,19 @@ impl Ctx<'_> {
                     }
                     conjugate_in_place(&mut s.rho, &mut s.w, &s.u);
                 }
-                StepKind::Fixed(i) => {
-                    match &task.fixed[i] {
-                        FixedStep::Delay { u, generator_diag } => {
-                            if want_b0 {
-                                let tr: C64 =
-                                    (0..d).map(|p| s.rho[(p, p)] * generator_diag[p]).sum();
-                                task.grad_b0 += 2.0 * tr.re;
-                            }
-                            conjugate_in_place(&mut s.rho, &mut s.w, u);
+                StepKind::Fixed(i) => match &task.fixed[i] {
+                    FixedStep::Delay { u, generator_diag } => {
+                        if want_b0 {
+                            let tr: C64 = (0..d).map(|p| s.rho[(p, p)] * generator_diag[p]).sum();
+                            task.grad_b0 += 2.0 * tr.re;
                         }
-                        FixedStep::Hard { u, generator } => {
-                            task.grad_b1 += 2.0 * s.rho.trace_product(generator).re;
-                            conjugate_in_place(&mut s.rho, &mut s.w, u);
-                        }
+                        conjugate_in_place(&mut s.rho, &mut s.w, u);
                     }
-                }
+                    FixedStep::Hard { u, generator } => {
+                        task.grad_b1 += 2.0 * s.rho.trace_product(generator).re;
+                        conjugate_in_place(&mut s.rho, &mut s.w, u);
+                    }
+                },
             }
         }
     }
@@ -1050,9 +1070,19 @@ impl Phasors {
         let nt = freqs.len().div_ceil(8) * 8;
         let pi = std::f64::consts::PI;
         self.rate.clear();
-        self.rate
-            .extend(freqs.iter().map(|f| C64::new(-pi * acq.linewidth_hz, 2.0 * pi * f)));
-        for v in [&mut self.ar, &mut self.ai, &mut self.sr, &mut self.si, &mut self.zr, &mut self.zi] {
+        self.rate.extend(
+            freqs
+                .iter()
+                .map(|f| C64::new(-pi * acq.linewidth_hz, 2.0 * pi * f)),
+        );
+        for v in [
+            &mut self.ar,
+            &mut self.ai,
+            &mut self.sr,
+            &mut self.si,
+            &mut self.zr,
+            &mut self.zi,
+        ] {
             v.clear();
             v.resize(nt, 0.0);
         }
@@ -1083,7 +1113,15 @@ impl Phasors {
         }
         for (b, out) in fid.chunks_mut(Self::ANCHOR).enumerate() {
             self.anchor((b * Self::ANCHOR) as f64 * acq.dwell);
-            synthesize(&self.ar, &self.ai, &self.sr, &self.si, &mut self.zr, &mut self.zi, out);
+            synthesize(
+                &self.ar,
+                &self.ai,
+                &self.sr,
+                &self.si,
+                &mut self.zr,
+                &mut self.zi,
+                out,
+            );
         }
     }
 
@@ -1093,7 +1131,15 @@ impl Phasors {
         // ar/ai accumulate the result.
         for (b, gb) in g.chunks(Self::ANCHOR).enumerate() {
             self.anchor((b * Self::ANCHOR) as f64 * acq.dwell);
-            correlate(gb, &self.sr, &self.si, &mut self.zr, &mut self.zi, &mut self.ar, &mut self.ai);
+            correlate(
+                gb,
+                &self.sr,
+                &self.si,
+                &mut self.zr,
+                &mut self.zi,
+                &mut self.ar,
+                &mut self.ai,
+            );
         }
         out.clear();
         out.extend((0..freqs.len()).map(|i| C64::new(self.ar[i], self.ai[i])));

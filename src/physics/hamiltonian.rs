@@ -16,7 +16,12 @@ use super::spin_system::{Field, Fragment};
 
 /// H0 of `frag` at `field` in the frame rotating at `carrier_ppm`, in bit-string order.
 pub fn free_hamiltonian(frag: &Fragment, field: Field, carrier_ppm: f64) -> CMat {
-    free_hamiltonian_in(frag, field, carrier_ppm, &SpinOperators::new(frag.n_spins()))
+    free_hamiltonian_in(
+        frag,
+        field,
+        carrier_ppm,
+        &SpinOperators::new(frag.n_spins()),
+    )
 }
 
 /// H0 in the basis of `ops` (which must be for `frag.n_spins()` spins).

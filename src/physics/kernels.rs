@@ -16,10 +16,13 @@ enum Level {
 fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
             return Level::Avx512;
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return Level::Avx2;
         }
     }
@@ -105,7 +108,11 @@ fn poly_dots<const FMA: bool, const T: usize>(
     for gi in 0..groups {
         let kk = &k[gi * GROUP * LANES..(gi + 1) * GROUP * LANES];
         for (ti, tab) in tables.iter().enumerate() {
-            let h = group_horner::<FMA, GROUP>(&tab[gi * GROUP * block..(gi + 1) * GROUP * block], degree, t);
+            let h = group_horner::<FMA, GROUP>(
+                &tab[gi * GROUP * block..(gi + 1) * GROUP * block],
+                degree,
+                t,
+            );
             for g in 0..GROUP {
                 for l in 0..LANES {
                     s[ti][l] = fmadd::<FMA>(kk[g * LANES + l], h[g][l], s[ti][l]);
@@ -180,7 +187,13 @@ pub type MBlocks = [(usize, usize, i32)];
 /// x_pq ← x_pq·phase[m2_p − m2_q + off] for a d×d column-major matrix in an M-ordered basis:
 /// the factor is constant on each (row block, column) run, so every run is a contiguous scaling.
 #[inline(always)]
-fn rotate_impl<const FMA: bool>(x: &mut [C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32) {
+fn rotate_impl<const FMA: bool>(
+    x: &mut [C64],
+    d: usize,
+    blocks: &MBlocks,
+    phase: &[C64],
+    off: i32,
+) {
     for &(cs, cl, mc) in blocks {
         for q in cs..cs + cl {
             let col = &mut x[q * d..(q + 1) * d];
@@ -197,7 +210,14 @@ fn rotate_impl<const FMA: bool>(x: &mut [C64], d: usize, blocks: &MBlocks, phase
 /// kc at (row r, col c) = (Re K, −Im K) with K = C_rc·phase[m2_c − m2_r + off]: with the
 /// generator tables stored transposed, ⟨kc, table⟩ = Re Tr[C·R G Rᴴ] for R = diag(e^{−iφM}).
 #[inline(always)]
-fn kc_impl<const FMA: bool>(c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32, kc: &mut [f64]) {
+fn kc_impl<const FMA: bool>(
+    c: &[C64],
+    d: usize,
+    blocks: &MBlocks,
+    phase: &[C64],
+    off: i32,
+    kc: &mut [f64],
+) {
     for &(cs, cl, mc) in blocks {
         for col in cs..cs + cl {
             for &(rs, rl, mr) in blocks {
@@ -230,7 +250,12 @@ fn synth_impl<const FMA: bool>(
         let mut acci = [0.0f64; LANES];
         for c in 0..ar.len() / LANES {
             let r = c * LANES..(c + 1) * LANES;
-            let (ar, ai, sr, si) = (&ar[r.clone()], &ai[r.clone()], &sr[r.clone()], &si[r.clone()]);
+            let (ar, ai, sr, si) = (
+                &ar[r.clone()],
+                &ai[r.clone()],
+                &sr[r.clone()],
+                &si[r.clone()],
+            );
             let (zr, zi) = (&mut zr[r.clone()], &mut zi[r]);
             for l in 0..LANES {
                 let (x, y) = (zr[l], zi[l]);

@@ -243,7 +243,14 @@ pub fn gemm(dst: &mut CMat, a: &CMat, opa: Op, b: &CMat, opb: Op) {
         (Op::N, Op::N) => matmul(dv, Accum::Replace, av, bv, ONE, Par::Seq),
         (Op::N, Op::H) => matmul(dv, Accum::Replace, av, bv.adjoint(), ONE, Par::Seq),
         (Op::H, Op::N) => matmul(dv, Accum::Replace, av.adjoint(), bv, ONE, Par::Seq),
-        (Op::H, Op::H) => matmul(dv, Accum::Replace, av.adjoint(), bv.adjoint(), ONE, Par::Seq),
+        (Op::H, Op::H) => matmul(
+            dv,
+            Accum::Replace,
+            av.adjoint(),
+            bv.adjoint(),
+            ONE,
+            Par::Seq,
+        ),
     }
 }
 
@@ -260,7 +267,10 @@ impl HermitianEigen {
     /// Decomposes a Hermitian matrix (only its lower triangle is read).
     pub fn new(h: &CMat) -> Result<HermitianEigen, PhysicsError> {
         let n = h.dim();
-        if h.data.iter().any(|z| !z.re.is_finite() || !z.im.is_finite()) {
+        if h.data
+            .iter()
+            .any(|z| !z.re.is_finite() || !z.im.is_finite())
+        {
             return Err(PhysicsError::Numerical(
                 "Hermitian eigendecomposition: non-finite matrix entry".into(),
             ));

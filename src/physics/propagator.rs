@@ -88,9 +88,8 @@ fn chebyshev_bound(eta: f64, m: usize) -> f64 {
     let mut best = f64::INFINITY;
     let mut rho = 1.05_f64;
     while rho < 1e6 {
-        let ln = (4.0f64).ln() + eta * (rho - 1.0 / rho) / 2.0
-            - m as f64 * rho.ln()
-            - (rho - 1.0).ln();
+        let ln =
+            (4.0f64).ln() + eta * (rho - 1.0 / rho) / 2.0 - m as f64 * rho.ln() - (rho - 1.0).ln();
         best = best.min(ln.exp());
         rho *= 1.05;
     }
@@ -118,13 +117,21 @@ impl AmplitudeFamily {
         with_z: bool,
     ) -> Result<AmplitudeFamily, PhysicsError> {
         if !(tau.is_finite() && tau > 0.0) {
-            return Err(PhysicsError::invalid("segment dt", tau, "must be finite and > 0"));
+            return Err(PhysicsError::invalid(
+                "segment dt",
+                tau,
+                "must be finite and > 0",
+            ));
         }
         if !b0_hz.is_finite() {
             return Err(PhysicsError::invalid("b0 offset", b0_hz, "must be finite"));
         }
         if !(eta > 0.0 && eta <= 1.0) {
-            return Err(PhysicsError::invalid("family eta", eta, "must be in (0, 1]"));
+            return Err(PhysicsError::invalid(
+                "family eta",
+                eta,
+                "must be in (0, 1]",
+            ));
         }
         let n = ops.spins();
         let fz = ops.fz();
@@ -184,7 +191,11 @@ impl AmplitudeFamily {
         let len = 2 * d * d;
         let mut cheb = vec![0.0; m * len];
         for k in 0..m {
-            let scale = if k == 0 { 1.0 / m as f64 } else { 2.0 / m as f64 };
+            let scale = if k == 0 {
+                1.0 / m as f64
+            } else {
+                2.0 / m as f64
+            };
             let dst = &mut cheb[k * len..(k + 1) * len];
             for (i, node) in nodes.iter().enumerate() {
                 let theta = std::f64::consts::PI * (i as f64 + 0.5) / m as f64;

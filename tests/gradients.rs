@@ -241,3 +241,86 @@ fn golden_gradient_along_random_directions() {
         }
     }
 }
+
+/// The largest supported fragment (8 coupled spins, dimension 256) simulates, conserves the
+/// invariants and differentiates correctly; 9 spins is a typed error.
+#[test]
+fn eight_spins_is_the_supported_maximum() {
+    use spinloop::physics::{Fragment, Molecule};
+    let spins: Vec<(String, f64)> = (0..8)
+        .map(|i| (format!("H{i}"), 1.5 + 0.31 * i as f64))
+        .collect();
+    let spin_refs: Vec<(&str, f64)> = spins.iter().map(|(l, s)| (l.as_str(), *s)).collect();
+    let couplings: Vec<(usize, usize, f64)> =
+        (1..8).map(|i| (i, i + 1, 7.0 - 0.5 * i as f64)).collect();
+    let frag = Fragment::new("chain", 1.0, &spin_refs, &couplings).unwrap();
+    let mol = Molecule {
+        name: "chain8".into(),
+        description: String::new(),
+        fragments: vec![frag.clone()],
+        singlets: vec![],
+    };
+    let mut s = Simulator::new(
+        vec![mol],
+        Field::THREE_T,
+        2.6,
+        vec![Member {
+            b1: 1.02,
+            b0_hz: 1.5,
+        }],
+        SimOptions::default(),
+    )
+    .unwrap();
+    let ux = vec![55.0, -20.0, 31.0];
+    let uy = vec![10.0, 42.0, -5.0];
+    let exp = |ux: &[f64], uy: &[f64]| Experiment {
+        blocks: vec![Block::Pulse {
+            dt: 20e-6,
+            ux: ux.to_vec(),
+            uy: uy.to_vec(),
+        }],
+        acquisition: Acquisition {
+            points: 64,
+            dwell: 5e-4,
+            linewidth_hz: 2.0,
+        },
+    };
+    let loss = ProbeLoss::new(64);
+    let (_, g) = s
+        .loss_and_gradient(&exp(&ux, &uy), &loss, GradientRequest::default())
+        .unwrap();
+    let rho = s.final_state(0, 0).unwrap();
+    assert_eq!(rho.dim(), 256);
+    assert!(rho.hermiticity_error() < 1e-12);
+    assert!(rho.trace().norm() < 1e-10);
+    let h = 1e-3;
+    let mut up = ux.clone();
+    up[1] += h;
+    let mut dn = ux.clone();
+    dn[1] -= h;
+    let fd = (s.loss(&exp(&up, &uy), &loss).unwrap() - s.loss(&exp(&dn, &uy), &loss).unwrap())
+        / (2.0 * h);
+    assert!(close(g.ux[0][1], fd, 1e-6), "{} vs {fd}", g.ux[0][1]);
+
+    let mut nine = frag;
+    nine.spins.push(nine.spins[0].clone());
+    let err = Molecule {
+        name: "chain9".into(),
+        description: String::new(),
+        fragments: vec![nine],
+        singlets: vec![],
+    }
+    .validate()
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PhysicsError::TooManySpins {
+                spins: 9,
+                max: 8,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -5,7 +5,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "spinloopd", version, about = "spinloop daemon (simulator core only in this build)")]
+#[command(
+    name = "spinloopd",
+    version,
+    about = "spinloop daemon (simulator core only in this build)"
+)]
 struct Args {}
 
 fn main() -> anyhow::Result<()> {

@@ -352,3 +352,97 @@ fn max_diff(a: &CMat, b: &CMat) -> f64 {
         .map(|(x, y)| (x - y).norm())
         .fold(0.0, f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::physics::hamiltonian::free_hamiltonian_in;
+    use crate::physics::library;
+    use crate::physics::spin_system::Field;
+    use num_complex::Complex64 as C64;
+
+    fn family(eta: f64, b0: f64, tau: f64) -> (AmplitudeFamily, CMat, SpinOperators) {
+        let frag = &library::glutamate().fragments[0];
+        let ops = SpinOperators::m_ordered(5);
+        let h0 = free_hamiltonian_in(frag, Field::THREE_T, 3.0, &ops);
+        let fam = AmplitudeFamily::new(&h0, &ops, tau, b0, eta, true).unwrap();
+        (fam, h0, ops)
+    }
+
+    /// Interpolated V(a) and generators agree with the eigendecomposition at amplitudes that are
+    /// not nodes, across several intervals, including a = 0.
+    #[test]
+    fn family_matches_direct_evaluation() {
+        let (mut fam, h0, ops) = family(0.02, 4.5, 20e-6);
+        fam.ensure(2500.0).unwrap();
+        let fz = ops.fz();
+        let mut v = CMat::zeros(32);
+        for a in [0.0, 0.37, 63.1, 127.9, 444.4, 1234.5, 2499.0] {
+            let mut h = h0.clone();
+            h.axpy(C64::new(4.5, 0.0), &fz);
+            h.axpy(C64::new(a, 0.0), &ops.fx());
+            let e = HermitianEigen::new(&h).unwrap();
+            let direct = e.propagator(20e-6);
+            fam.eval(a, &mut v);
+            let err = max_diff(&v, &direct);
+            assert!(err < 1e-14, "V({a}) off by {err:e}");
+            // Generators: Vᴴ·∂V along Fx, Fy, Fz (tables are transposed).
+            let (iv, t) = fam.locate(a);
+            for (table, dir) in [
+                (&iv.dx, ops.fx()),
+                (&iv.dy, ops.fy()),
+                (iv.dz.as_ref().unwrap(), fz.clone()),
+            ] {
+                let d = e.propagator_derivative(20e-6, &dir);
+                let mut g = CMat::zeros(32);
+                gemm(&mut g, &direct, Op::H, &d, Op::N);
+                let mut got = CMat::zeros(32);
+                horner(table, iv.degree, t, got.as_f64_mut());
+                let rel = max_diff(&got, &g.transpose()) / g.max_abs();
+                assert!(rel < 1e-12, "generator at {a} off by {rel:e} (relative)");
+            }
+        }
+    }
+
+    /// The Daleckii–Krein derivative agrees with central differences of the exponential.
+    #[test]
+    fn frechet_derivative_matches_finite_differences() {
+        let (_, h0, ops) = family(0.02, 0.0, 20e-6);
+        let mut h = h0.clone();
+        h.axpy(C64::new(180.0, 0.0), &ops.fx());
+        h.axpy(C64::new(-75.0, 0.0), &ops.fy());
+        let e = HermitianEigen::new(&h).unwrap();
+        for dir in [ops.fx(), ops.fy(), ops.fz()] {
+            let exact = e.propagator_derivative(20e-6, &dir);
+            let step = 1e-3;
+            let at = |s: f64| {
+                let mut hs = h.clone();
+                hs.axpy(C64::new(s, 0.0), &dir);
+                HermitianEigen::new(&hs).unwrap().propagator(20e-6)
+            };
+            let mut fd = at(step);
+            fd.axpy(C64::new(-1.0, 0.0), &at(-step));
+            fd.scale(C64::new(0.5 / step, 0.0));
+            let rel = max_diff(&fd, &exact) / exact.max_abs();
+            assert!(rel < 1e-7, "Fréchet derivative off by {rel:e}");
+        }
+    }
+
+    #[test]
+    fn degree_grows_with_interval_size() {
+        assert!(degree_for(0.01) < degree_for(0.1));
+        assert!(degree_for(0.1) < degree_for(1.0));
+        assert!(chebyshev_bound(0.02, degree_for(0.02)) < TARGET_ERROR);
+    }
+
+    #[test]
+    fn bad_parameters_are_rejected() {
+        let ops = SpinOperators::m_ordered(1);
+        let h0 = CMat::zeros(2);
+        assert!(AmplitudeFamily::new(&h0, &ops, 0.0, 0.0, 0.1, false).is_err());
+        assert!(AmplitudeFamily::new(&h0, &ops, 1e-5, f64::NAN, 0.1, false).is_err());
+        assert!(AmplitudeFamily::new(&h0, &ops, 1e-5, 0.0, 0.0, false).is_err());
+        let mut fam = AmplitudeFamily::new(&h0, &ops, 1e-5, 0.0, 0.1, false).unwrap();
+        assert!(fam.ensure(f64::INFINITY).is_err());
+    }
+}

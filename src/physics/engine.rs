@@ -993,10 +993,8 @@ impl Ctx<'_> {
                     task.grad_ux[pulse][k] = member.b1 * (cs * gx - sn * gy);
                     task.grad_uy[pulse][k] = member.b1 * (sn * gx + cs * gy);
                     task.grad_b1 += r * gx;
-                    if want_b0 {
-                        if let Some(dz) = &iv.dz {
-                            task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, &s.kc);
-                        }
+                    if let (true, Some(dz)) = (want_b0, &iv.dz) {
+                        task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, &s.kc);
                     }
                     horner(&iv.v, iv.degree, t, s.u.as_f64_mut());
                     if phi != 0.0 {

@@ -37,7 +37,9 @@ use rayon::prelude::*;
 
 use super::error::{PhysicsError, finite, positive};
 use super::hamiltonian::{FreeEigen, free_hamiltonian_in};
-use super::kernels::{correlate, costate_kernel, horner, poly_dot, poly_dot2, rotate, synthesize};
+use super::kernels::{
+    correlate, horner, poly_dot, poly_dot2, rotate, scale_rows_blocks, synthesize,
+};
 use super::linalg::{CMat, Op, ZERO, gemm};
 use super::operators::SpinOperators;
 use super::propagator::AmplitudeFamily;
@@ -219,7 +221,6 @@ struct Scratch {
     m: CMat,
     rho: CMat,
     lam: CMat,
-    kc: Vec<f64>,
     phase: Vec<C64>,
     amp: Vec<C64>,
     ph: Phasors,
@@ -234,7 +235,6 @@ impl Scratch {
             m: CMat::zeros(d),
             rho: CMat::zeros(d),
             lam: CMat::zeros(d),
-            kc: vec![0.0; 2 * d * d],
             phase: vec![ZERO; 4 * n + 1],
             amp: Vec::new(),
             ph: Phasors::default(),
@@ -849,63 +849,52 @@ fn polar(b1: f64, ux: f64, uy: f64) -> (f64, f64, f64) {
     (b1 * r, phi, r)
 }
 
-/// U = R(φ)·V(a)·R(φ)ᴴ into `u`.
-#[inline]
-fn segment_propagator(
-    fam: &AmplitudeFamily,
-    a: f64,
-    phi: f64,
-    f: &FragmentModel,
-    phase: &mut [C64],
-    u: &mut CMat,
-) -> f64 {
-    let (iv, t) = fam.locate(a);
-    horner(&iv.v, iv.degree, t, u.as_f64_mut());
-    if phi != 0.0 {
-        phase_table(phase, phi, f.n);
-        rotate(u.data_mut(), f.d, &f.blocks, phase, 2 * f.n as i32);
-    }
-    t
-}
-
 impl Ctx<'_> {
-    /// Segment propagator U_k of a task into `s.u`; returns (a, φ, |u|, t).
+    /// Amplitude and phase of segment k of a pulse for this task's member.
     #[inline]
-    fn segment(&self, task: &Task, f: &FragmentModel, pulse: usize, k: usize, s: &mut Scratch) {
-        let member = self.members[task.member];
+    fn control(&self, task: &Task, pulse: usize, k: usize) -> (f64, f64, f64) {
         let (ux, uy) = self.pulses[pulse];
-        let (a, phi, _) = polar(member.b1, ux[k], uy[k]);
-        segment_propagator(
-            &self.families[task.families[pulse]],
-            a,
-            phi,
-            f,
-            &mut s.phase,
-            &mut s.u,
-        );
+        polar(self.members[task.member].b1, ux[k], uy[k])
     }
 
     /// First sweep: P_N = U_{N−1}⋯U_0, ρ_N = P_N Fz P_Nᴴ, then the FID.
+    ///
+    /// Each U_k = R_k V_k R_kᴴ, so P_N = R_{N−1}·V_{N−1}·(R_{N−1}ᴴR_{N−2})·V_{N−2}⋯V_0·R_0ᴴ: the
+    /// sweep multiplies by V_k (one product) and, between steps, scales rows by the diagonal
+    /// R_kᴴR_{k−1} = diag(e^{−i(φ_{k−1}−φ_k)M}) — skipped when the phase does not change.
+    /// Fixed steps have φ = 0 and V = U.
     fn forward(&self, task: &mut Task, pool: &mut ScratchPool) {
         let f = &self.fragments[task.fragment];
         let d = f.d;
+        let two_n = 2 * f.n as i32;
         let s = pool.get(f.n);
         s.rho.fill_zero();
         for p in 0..d {
             s.rho[(p, p)] = C64::new(1.0, 0.0);
         }
+        let mut prev_phi = 0.0;
         for step in self.steps {
-            let u = match *step {
+            let (phi, v) = match *step {
                 StepKind::Segment { pulse, k } => {
-                    self.segment(task, f, pulse, k, s);
-                    &s.u
+                    let (a, phi, _) = self.control(task, pulse, k);
+                    self.families[task.families[pulse]].eval(a, &mut s.u);
+                    (phi, &s.u)
                 }
                 StepKind::Fixed(i) => match &task.fixed[i] {
-                    FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => u,
+                    FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => (0.0, u),
                 },
             };
-            gemm(&mut s.w, u, Op::N, &s.rho, Op::N);
+            if phi != prev_phi {
+                phase_table(&mut s.phase, prev_phi - phi, f.n);
+                scale_rows_blocks(s.rho.data_mut(), d, &f.blocks, &s.phase, two_n);
+            }
+            gemm(&mut s.w, v, Op::N, &s.rho, Op::N);
             std::mem::swap(&mut s.rho, &mut s.w);
+            prev_phi = phi;
+        }
+        if prev_phi != 0.0 {
+            phase_table(&mut s.phase, prev_phi, f.n);
+            scale_rows_blocks(s.rho.data_mut(), d, &f.blocks, &s.phase, two_n);
         }
         task.p_total.copy_from(&s.rho);
         // ρ_N = P Fz Pᴴ: scale the columns of P by M_q, then multiply by Pᴴ.
@@ -974,32 +963,36 @@ impl Ctx<'_> {
         gemm(&mut s.rho, &s.x, Op::N, &task.p_total, Op::N);
         scale_rows(&mut s.rho, &f.m2);
 
-        // s.rho now holds C_k.
+        // s.rho holds C̃_k = R_kᴴ C_k R_k, the costate product in the segment's rotating frame:
+        // C̃_{k+1} = (R_{k+1}ᴴR_k)·V_k C̃_k V_kᴴ·(R_kᴴR_{k+1}), and the generator tables are stored
+        // so that a flat dot with C̃_k's data is Re Tr[C_k U_kᴴ∂U_k].
         let two_n = 2 * n as i32;
+        let mut prev_phi = 0.0;
         for step in self.steps {
+            let phi = match *step {
+                StepKind::Segment { pulse, k } => self.control(task, pulse, k).1,
+                StepKind::Fixed(_) => 0.0,
+            };
+            if phi != prev_phi {
+                phase_table(&mut s.phase, prev_phi - phi, n);
+                rotate(s.rho.data_mut(), d, &f.blocks, &s.phase, two_n);
+            }
+            prev_phi = phi;
             match *step {
                 StepKind::Segment { pulse, k } => {
-                    let (ux, uy) = self.pulses[pulse];
-                    let (a, phi, r) = polar(member.b1, ux[k], uy[k]);
+                    let (a, phi, r) = self.control(task, pulse, k);
                     let fam = &self.families[task.families[pulse]];
-                    // K_pq = C_qp·e^{−iφ(M_p−M_q)} as (Re K, −Im K): a flat dot with a table of
-                    // Vᴴ∂V gives Re Tr[C U_kᴴ ∂U_k].
-                    phase_table(&mut s.phase, phi, n);
-                    costate_kernel(s.rho.data(), d, &f.blocks, &s.phase, two_n, &mut s.kc);
                     let (iv, t) = fam.locate(a);
-                    let (gx, gy) = poly_dot2(&iv.dx, &iv.dy, iv.degree, t, &s.kc);
+                    let (gx, gy) = poly_dot2(&iv.dx, &iv.dy, iv.degree, t, s.rho.as_f64());
                     let (gx, gy) = (2.0 * gx, 2.0 * gy);
                     let (sn, cs) = phi.sin_cos();
                     task.grad_ux[pulse][k] = member.b1 * (cs * gx - sn * gy);
                     task.grad_uy[pulse][k] = member.b1 * (sn * gx + cs * gy);
                     task.grad_b1 += r * gx;
                     if let (true, Some(dz)) = (want_b0, &iv.dz) {
-                        task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, &s.kc);
+                        task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, s.rho.as_f64());
                     }
                     horner(&iv.v, iv.degree, t, s.u.as_f64_mut());
-                    if phi != 0.0 {
-                        rotate(s.u.data_mut(), d, &f.blocks, &s.phase, two_n);
-                    }
                     conjugate_in_place(&mut s.rho, &mut s.w, &s.u);
                 }
                 StepKind::Fixed(i) => match &task.fixed[i] {

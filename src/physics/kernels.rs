@@ -207,27 +207,22 @@ fn rotate_impl<const FMA: bool>(
     }
 }
 
-/// kc at (row r, col c) = (Re K, −Im K) with K = C_rc·phase[m2_c − m2_r + off]: with the
-/// generator tables stored transposed, ⟨kc, table⟩ = Re Tr[C·R G Rᴴ] for R = diag(e^{−iφM}).
+/// x_pq ← x_pq·phase[m2_p + off] (left multiplication by a diagonal that is constant on each
+/// M block).
 #[inline(always)]
-fn kc_impl<const FMA: bool>(
-    c: &[C64],
+fn scale_rows_impl<const FMA: bool>(
+    x: &mut [C64],
     d: usize,
     blocks: &MBlocks,
     phase: &[C64],
     off: i32,
-    kc: &mut [f64],
 ) {
-    for &(cs, cl, mc) in blocks {
-        for col in cs..cs + cl {
-            for &(rs, rl, mr) in blocks {
-                let z = phase[(mc - mr + off) as usize];
-                for r in rs..rs + rl {
-                    let v = c[r + col * d];
-                    let o = 2 * (r + col * d);
-                    kc[o] = v.re * z.re - v.im * z.im;
-                    kc[o + 1] = -(v.re * z.im + v.im * z.re);
-                }
+    for q in 0..d {
+        let col = &mut x[q * d..(q + 1) * d];
+        for &(rs, rl, mr) in blocks {
+            let z = phase[(mr + off) as usize];
+            for v in &mut col[rs..rs + rl] {
+                *v = C64::new(v.re * z.re - v.im * z.im, v.re * z.im + v.im * z.re);
             }
         }
     }
@@ -269,7 +264,8 @@ fn synth_impl<const FMA: bool>(
     }
 }
 
-/// Adjoint of [`synth_impl`]: G_tr += Σ_m g_m·conj(z_tr(m)), stepping z the same way.
+/// Adjoint of [`synth_impl`]: G_tr += Σ_m g_m·conj(z_tr(m)), stepping z the same way. Loops
+/// over 8-transition chunks outside and points inside, so z and G stay in registers.
 #[inline(always)]
 fn correlate_impl<const FMA: bool>(
     g: &[C64],
@@ -280,22 +276,32 @@ fn correlate_impl<const FMA: bool>(
     gr: &mut [f64],
     gi: &mut [f64],
 ) {
-    for gm in g {
-        let (a, b) = (gm.re, gm.im);
-        for c in 0..sr.len() / LANES {
-            let r = c * LANES..(c + 1) * LANES;
-            let (sr, si) = (&sr[r.clone()], &si[r.clone()]);
-            let (gr, gi) = (&mut gr[r.clone()], &mut gi[r.clone()]);
-            let (zr, zi) = (&mut zr[r.clone()], &mut zi[r]);
+    for c in 0..sr.len() / LANES {
+        let r = c * LANES..(c + 1) * LANES;
+        let (mut xr, mut xi) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let (mut ar, mut ai) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let (mut stepr, mut stepi) = ([0.0f64; LANES], [0.0f64; LANES]);
+        xr.copy_from_slice(&zr[r.clone()]);
+        xi.copy_from_slice(&zi[r.clone()]);
+        ar.copy_from_slice(&gr[r.clone()]);
+        ai.copy_from_slice(&gi[r.clone()]);
+        stepr.copy_from_slice(&sr[r.clone()]);
+        stepi.copy_from_slice(&si[r.clone()]);
+        for gm in g {
+            let (a, b) = (gm.re, gm.im);
             for l in 0..LANES {
-                let (x, y) = (zr[l], zi[l]);
+                let (x, y) = (xr[l], xi[l]);
                 // (a + ib)(x − iy) = (ax + by) + i(bx − ay)
-                gr[l] = fmadd::<FMA>(a, x, fmadd::<FMA>(b, y, gr[l]));
-                gi[l] = fmadd::<FMA>(b, x, fmadd::<FMA>(-a, y, gi[l]));
-                zr[l] = fmadd::<FMA>(x, sr[l], -y * si[l]);
-                zi[l] = fmadd::<FMA>(x, si[l], y * sr[l]);
+                ar[l] = fmadd::<FMA>(a, x, fmadd::<FMA>(b, y, ar[l]));
+                ai[l] = fmadd::<FMA>(b, x, fmadd::<FMA>(-a, y, ai[l]));
+                xr[l] = fmadd::<FMA>(x, stepr[l], -y * stepi[l]);
+                xi[l] = fmadd::<FMA>(x, stepi[l], y * stepr[l]);
             }
         }
+        zr[r.clone()].copy_from_slice(&xr);
+        zi[r.clone()].copy_from_slice(&xi);
+        gr[r.clone()].copy_from_slice(&ar);
+        gi[r].copy_from_slice(&ai);
     }
 }
 
@@ -336,9 +342,9 @@ dispatch!(
 
 dispatch!(rotate, rotate_impl, (x: &mut [C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32) -> ());
 dispatch!(
-    costate_kernel,
-    kc_impl,
-    (c: &[C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32, kc: &mut [f64]) -> ()
+    scale_rows_blocks,
+    scale_rows_impl,
+    (x: &mut [C64], d: usize, blocks: &MBlocks, phase: &[C64], off: i32) -> ()
 );
 dispatch!(
     synthesize,

@@ -50,12 +50,12 @@ pub struct Interval {
     pub degree: usize,
     /// V(a): `degree` matrices, each 2·d² interleaved f64, contiguous.
     pub v: Vec<f64>,
-    /// (Vᴴ·∂V along Fx)ᵀ — the generator, stored transposed so that Re Tr[C·G] is a flat dot
-    /// product with C itself (∂V/∂a = V·G).
+    /// (Vᴴ·∂V along Fx)ᴴ — the generator G (∂V/∂a = V·G), stored as its adjoint so that
+    /// Re Tr[C·G] is the flat f64 dot product of C's data with the table.
     pub dx: Vec<f64>,
-    /// (Vᴴ·∂V along Fy)ᵀ.
+    /// (Vᴴ·∂V along Fy)ᴴ.
     pub dy: Vec<f64>,
-    /// (Vᴴ·∂V along Fz)ᵀ (only built when B0 gradients are requested).
+    /// (Vᴴ·∂V along Fz)ᴴ (only built when B0 gradients are requested).
     pub dz: Option<Vec<f64>>,
 }
 
@@ -260,10 +260,10 @@ impl AmplitudeFamily {
                 let t = (std::f64::consts::PI * (i as f64 + 0.5) / degree as f64).cos();
                 let nv = self.node(center + half * t)?;
                 vs.push(nv.v);
-                dxs.push(nv.dx.transpose());
-                dys.push(nv.dy.transpose());
+                dxs.push(nv.dx.adjoint());
+                dys.push(nv.dy.adjoint());
                 if let Some(z) = nv.dz {
-                    dzs.push(z.transpose());
+                    dzs.push(z.adjoint());
                 }
             }
             let iv = Interval {
@@ -288,9 +288,9 @@ impl AmplitudeFamily {
                 worst_v = worst_v.max(max_diff(&buf, &direct.v));
                 let scale = direct.dx.max_abs().max(f64::MIN_POSITIVE);
                 horner(&iv.dx, degree, t, buf.as_f64_mut());
-                worst_g = worst_g.max(max_diff(&buf, &direct.dx.transpose()) / scale);
+                worst_g = worst_g.max(max_diff(&buf, &direct.dx.adjoint()) / scale);
                 horner(&iv.dy, degree, t, buf.as_f64_mut());
-                worst_g = worst_g.max(max_diff(&buf, &direct.dy.transpose()) / scale);
+                worst_g = worst_g.max(max_diff(&buf, &direct.dy.adjoint()) / scale);
             }
             let worst = worst_v.max(worst_g * CHECK_TOLERANCE / CHECK_TOLERANCE_GENERATOR);
             if worst <= CHECK_TOLERANCE {
@@ -398,7 +398,7 @@ mod tests {
                 gemm(&mut g, &direct, Op::H, &d, Op::N);
                 let mut got = CMat::zeros(32);
                 horner(table, iv.degree, t, got.as_f64_mut());
-                let rel = max_diff(&got, &g.transpose()) / g.max_abs();
+                let rel = max_diff(&got, &g.adjoint()) / g.max_abs();
                 assert!(rel < 1e-12, "generator at {a} off by {rel:e} (relative)");
             }
         }

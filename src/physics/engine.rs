@@ -30,7 +30,7 @@
 //! A product of two d×d complex matrices costs 8d³ flops; a segment costs 3 of them for a
 //! loss+gradient (1 for a loss alone), plus O(degree·d²) table work.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use num_complex::Complex64 as C64;
 use rayon::prelude::*;
@@ -518,7 +518,7 @@ impl Simulator {
         // Amplitude families: one per (fragment, dt, B0); cover this experiment's amplitudes.
         let nm = self.members.len();
         let mut task_families: Vec<Vec<usize>> = Vec::with_capacity(self.task_count());
-        let mut need: HashMap<usize, f64> = HashMap::new();
+        let mut need: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         for fi in 0..self.fragments.len() {
             for mi in 0..nm {
                 let member = self.members[mi];
@@ -526,30 +526,33 @@ impl Simulator {
                 for b in &experiment.blocks {
                     if let Block::Pulse { dt, ux, uy } = b {
                         let idx = self.family_for(fi, *dt, member.b0_hz, want_b0)?;
-                        let amax = ux
-                            .iter()
-                            .zip(uy)
-                            .map(|(x, y)| member.b1 * x.hypot(*y))
-                            .fold(0.0, f64::max);
-                        let e = need.entry(idx).or_insert(0.0);
-                        *e = e.max(amax);
+                        let fam = &self.families[idx];
+                        let set = need.entry(idx).or_default();
+                        for (x, y) in ux.iter().zip(uy) {
+                            set.insert(fam.interval_of(member.b1 * x.hypot(*y))?);
+                        }
                         fams.push(idx);
                     }
                 }
                 task_families.push(fams);
             }
         }
-        let mut work: Vec<(usize, f64)> = need.into_iter().collect();
+        let mut work: Vec<(usize, Vec<usize>)> = need
+            .into_iter()
+            .map(|(i, s)| (i, s.into_iter().collect()))
+            .collect();
         work.sort_by_key(|w| w.0);
         {
             let mut slots: Vec<Option<&mut AmplitudeFamily>> =
                 self.families.iter_mut().map(Some).collect();
-            let jobs: Vec<(&mut AmplitudeFamily, f64)> = work
+            let jobs: Vec<(&mut AmplitudeFamily, &[usize])> = work
                 .iter()
-                .filter_map(|&(i, a)| slots[i].take().map(|f| (f, a)))
+                .filter_map(|(i, idx)| slots[*i].take().map(|f| (f, idx.as_slice())))
                 .collect();
-            let results: Vec<Result<(), PhysicsError>> =
-                jobs.into_par_iter().map(|(f, a)| f.ensure(a)).collect();
+            let results: Vec<Result<(), PhysicsError>> = jobs
+                .into_par_iter()
+                .map(|(f, idx)| f.ensure_intervals(idx))
+                .collect();
             for r in results {
                 r?;
             }

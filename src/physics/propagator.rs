@@ -38,6 +38,10 @@ const CHECK_TOLERANCE: f64 = 1e-14;
 /// small generators, so this is the noise floor, not an interpolation allowance.
 const CHECK_TOLERANCE_GENERATOR: f64 = 1e-12;
 const MAX_DEGREE: usize = 48;
+/// Amplitude intervals a family may index.
+const MAX_INTERVALS: usize = 1 << 16;
+/// Memory one family's tables may use.
+const MAX_TABLE_BYTES: usize = 2 << 30;
 
 /// Coefficient tables of one amplitude interval: monomial coefficients in t = (a − center)/half.
 #[derive(Debug, Clone)]
@@ -306,20 +310,59 @@ impl AmplitudeFamily {
         }
     }
 
-    /// Makes sure amplitudes in [0, a_max] are covered (builds missing intervals).
-    pub fn ensure(&mut self, a_max: f64) -> Result<(), PhysicsError> {
-        if !(a_max.is_finite() && a_max >= 0.0) {
+    /// Index of the interval holding amplitude `a` (a finite, ≥ 0).
+    pub fn interval_of(&self, a: f64) -> Result<usize, PhysicsError> {
+        if !(a.is_finite() && a >= 0.0) {
             return Err(PhysicsError::invalid(
                 "RF amplitude",
-                a_max,
+                a,
                 "must be finite and >= 0",
             ));
         }
-        let last = (a_max / self.width).floor() as usize;
+        let idx = (a / self.width).floor();
+        if idx >= MAX_INTERVALS as f64 {
+            return Err(PhysicsError::invalid(
+                "RF amplitude",
+                format!("{a} Hz"),
+                format!(
+                    "too large for {} µs segments (limit {:.3e} Hz); use shorter segments or an \
+                     ideal Hard block",
+                    self.tau * 1e6,
+                    MAX_INTERVALS as f64 * self.width
+                ),
+            ));
+        }
+        Ok(idx as usize)
+    }
+
+    /// Builds the listed intervals that are missing (indices from [`Self::interval_of`]).
+    pub fn ensure_intervals(&mut self, indices: &[usize]) -> Result<(), PhysicsError> {
+        let Some(&last) = indices.iter().max() else {
+            return Ok(());
+        };
+        let missing = indices
+            .iter()
+            .filter(|&&i| self.intervals.get(i).is_none_or(|iv| iv.is_none()))
+            .count();
+        let built = self.intervals.iter().filter(|iv| iv.is_some()).count();
+        let per_interval = 3 * self.base_degree * self.d * self.d * 16;
+        if (built + missing) * per_interval > MAX_TABLE_BYTES {
+            return Err(PhysicsError::invalid(
+                "RF amplitudes",
+                format!("{} amplitude intervals", built + missing),
+                format!(
+                    "propagator tables would exceed {} MiB; the waveform spans too wide an \
+                     amplitude range for {} µs segments of a {}-dimensional system",
+                    MAX_TABLE_BYTES >> 20,
+                    self.tau * 1e6,
+                    self.d
+                ),
+            ));
+        }
         if self.intervals.len() <= last {
             self.intervals.resize(last + 1, None);
         }
-        for i in 0..=last {
+        for &i in indices {
             if self.intervals[i].is_none() {
                 self.intervals[i] = Some(self.build_interval(i)?);
             }
@@ -327,8 +370,15 @@ impl AmplitudeFamily {
         Ok(())
     }
 
+    /// Makes sure every amplitude in [0, a_max] is covered.
+    pub fn ensure(&mut self, a_max: f64) -> Result<(), PhysicsError> {
+        let last = self.interval_of(a_max)?;
+        self.ensure_intervals(&(0..=last).collect::<Vec<_>>())
+    }
+
     /// The interval holding amplitude `a` and the local coordinate t ∈ [−1, 1].
-    /// Panics if `a` is not covered: call [`AmplitudeFamily::ensure`] first.
+    /// Panics if `a` is not covered: the simulator builds every interval its experiment needs
+    /// (`ensure_intervals`) before its sweeps run.
     #[inline]
     pub fn locate(&self, a: f64) -> (&Interval, f64) {
         let idx = ((a / self.width).floor() as usize).min(self.intervals.len() - 1);
@@ -444,5 +494,11 @@ mod tests {
         assert!(AmplitudeFamily::new(&h0, &ops, 1e-5, 0.0, 0.0, false).is_err());
         let mut fam = AmplitudeFamily::new(&h0, &ops, 1e-5, 0.0, 0.1, false).unwrap();
         assert!(fam.ensure(f64::INFINITY).is_err());
+        let err = fam.interval_of(1e13).unwrap_err().to_string();
+        assert!(
+            err.contains("RF amplitude") && err.contains("too large"),
+            "{err}"
+        );
+        assert!(fam.interval_of(-1.0).is_err());
     }
 }

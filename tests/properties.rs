@@ -392,7 +392,7 @@ fn check_gradient(case: &Case) -> Result<(), TestCaseError> {
                 2.0 * PI * dt * ux.iter().zip(uy).map(|(x, y)| x.hypot(*y)).sum::<f64>()
             }
             Block::Hard { flip, .. } => flip.abs(),
-            Block::Delay { .. } => 0.0,
+            Block::Delay { .. } | Block::Filter { .. } => 0.0,
         })
         .sum();
     let duration: f64 = case
@@ -401,7 +401,7 @@ fn check_gradient(case: &Case) -> Result<(), TestCaseError> {
         .map(|b| match b {
             Block::Pulse { dt, ux, .. } => dt * ux.len() as f64,
             Block::Delay { duration } => *duration,
-            Block::Hard { .. } => 0.0,
+            Block::Hard { .. } | Block::Filter { .. } => 0.0,
         })
         .sum::<f64>()
         + (POINTS - 1) as f64 * DWELL;
@@ -450,6 +450,20 @@ proptest! {
 
     #[test]
     fn gradient_matches_central_differences(case in case()) {
+        check_gradient(&case)?;
+    }
+
+    /// Coherence filters (ideal crushers) split the propagation into chains and make ρ
+    /// non-Hermitian; the gradient must stay exact through them.
+    #[test]
+    fn gradient_through_coherence_filters_matches_central_differences(
+        case in case(),
+        orders in prop::sample::select(vec![vec![-1], vec![1], vec![0], vec![-1, 1], vec![0, -1], vec![-2, 1]]),
+        position in 1usize..4,
+    ) {
+        let mut case = case;
+        let at = position.min(case.blocks.len());
+        case.blocks.insert(at, Block::Filter { orders });
         check_gradient(&case)?;
     }
 }

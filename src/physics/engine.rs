@@ -64,6 +64,14 @@ pub enum Block {
         /// Duration (s).
         duration: f64,
     },
+    /// Coherence-pathway selection, as ideal crusher gradients would do it: keeps the elements
+    /// ρ_pq whose coherence order M_p − M_q is in `orders` and zeroes the rest. The detected
+    /// signal is order −1. Selecting one order makes ρ non-Hermitian, as in the pathway
+    /// formalism; gradients remain exact.
+    Filter {
+        /// Coherence orders to keep.
+        orders: Vec<i32>,
+    },
     /// Ideal instantaneous pulse: flip `flip` (rad) about the axis at phase `phase` (rad).
     Hard {
         /// Flip angle (rad), scaled by each member's B1.
@@ -190,6 +198,17 @@ enum StepKind {
     Segment { pulse: usize, k: usize },
     /// Fixed step index into the task's fixed list.
     Fixed(usize),
+    /// Coherence filter: index into the simulator's filter list; ends a propagator chain.
+    Filter(usize),
+}
+
+/// A run of unitary steps between coherence filters: its propagator, the state entering it, and
+/// (after the gradient sweep's backward pass over chains) the costate entering it.
+#[derive(Debug)]
+struct Chain {
+    p: CMat,
+    rho_start: CMat,
+    lam_start: CMat,
 }
 
 /// Per-task state kept between forward and backward.
@@ -202,8 +221,8 @@ struct Task {
     families: Vec<usize>,
     /// Transition frequencies (Hz) for this member's B0.
     freqs: Vec<f64>,
-    /// Total propagator P_N of the blocks.
-    p_total: CMat,
+    /// Propagator chains between coherence filters (one chain without filters).
+    chains: Vec<Chain>,
     rho_n: CMat,
     fid: Vec<C64>,
     grad_fid: Vec<C64>,
@@ -255,6 +274,8 @@ pub struct Simulator {
     /// Structure signature of the prepared experiment.
     prepared: Option<Vec<(u8, u64, u64)>>,
     steps: Vec<StepKind>,
+    /// Coherence orders kept by each filter step.
+    filters: Vec<Vec<i32>>,
     tasks: Vec<Task>,
 }
 
@@ -361,6 +382,7 @@ impl Simulator {
             options,
             prepared: None,
             steps: Vec::new(),
+            filters: Vec::new(),
             tasks: Vec::new(),
         })
     }
@@ -464,6 +486,15 @@ impl Simulator {
                         ));
                     }
                 }
+                Block::Filter { orders } => {
+                    if orders.is_empty() {
+                        return Err(PhysicsError::invalid(
+                            format!("blocks[{bi}].orders"),
+                            "[]",
+                            "a coherence filter must keep at least one order",
+                        ));
+                    }
+                }
                 Block::Hard { flip, phase } => {
                     finite(format!("blocks[{bi}].flip"), *flip)?;
                     finite(format!("blocks[{bi}].phase"), *phase)?;
@@ -508,6 +539,13 @@ impl Simulator {
                 Block::Pulse { dt, ux, .. } => (0u8, dt.to_bits(), ux.len() as u64),
                 Block::Delay { duration } => (1u8, duration.to_bits(), 0),
                 Block::Hard { flip, phase } => (2u8, flip.to_bits(), phase.to_bits()),
+                Block::Filter { orders } => (
+                    5u8,
+                    orders
+                        .iter()
+                        .fold(0u64, |h, &o| h.rotate_left(7) ^ (o as i64 as u64)),
+                    orders.len() as u64,
+                ),
             })
             .chain([
                 (3u8, acq.dwell.to_bits(), acq.points as u64),
@@ -566,13 +604,21 @@ impl Simulator {
         let mut steps = Vec::new();
         let mut pulse = 0;
         let mut fixed_count = 0;
+        let mut filters = Vec::new();
         for b in &experiment.blocks {
-            if let Block::Pulse { ux, .. } = b {
-                steps.extend((0..ux.len()).map(|k| StepKind::Segment { pulse, k }));
-                pulse += 1;
-            } else {
-                steps.push(StepKind::Fixed(fixed_count));
-                fixed_count += 1;
+            match b {
+                Block::Pulse { ux, .. } => {
+                    steps.extend((0..ux.len()).map(|k| StepKind::Segment { pulse, k }));
+                    pulse += 1;
+                }
+                Block::Filter { orders } => {
+                    steps.push(StepKind::Filter(filters.len()));
+                    filters.push(orders.clone());
+                }
+                _ => {
+                    steps.push(StepKind::Fixed(fixed_count));
+                    fixed_count += 1;
+                }
             }
         }
         let pulse_lengths: Vec<usize> = experiment
@@ -614,7 +660,7 @@ impl Simulator {
                             g
                         },
                     }),
-                    Block::Pulse { .. } => {}
+                    Block::Pulse { .. } | Block::Filter { .. } => {}
                 }
             }
             let energies = f.eig.shifted_energies(member.b0_hz);
@@ -629,7 +675,13 @@ impl Simulator {
                 fixed,
                 families: fams,
                 freqs,
-                p_total: CMat::zeros(f.d),
+                chains: (0..=filters.len())
+                    .map(|_| Chain {
+                        p: CMat::zeros(f.d),
+                        rho_start: CMat::zeros(f.d),
+                        lam_start: CMat::zeros(f.d),
+                    })
+                    .collect(),
                 rho_n: CMat::zeros(f.d),
                 fid: vec![ZERO; acq.points],
                 grad_fid: vec![ZERO; acq.points],
@@ -641,6 +693,7 @@ impl Simulator {
         }
         self.tasks = tasks;
         self.steps = steps;
+        self.filters = filters;
         self.prepared = Some(signature);
         Ok(())
     }
@@ -779,6 +832,7 @@ impl Simulator {
             fragments: &self.fragments,
             families: &self.families,
             steps: &self.steps,
+            filters: &self.filters,
             members: &self.members,
             pulses: &pulses,
             acq: experiment.acquisition,
@@ -796,6 +850,7 @@ impl Simulator {
             fragments: &self.fragments,
             families: &self.families,
             steps: &self.steps,
+            filters: &self.filters,
             members: &self.members,
             pulses: &pulses,
             acq: experiment.acquisition,
@@ -839,6 +894,7 @@ struct Ctx<'a> {
     fragments: &'a [FragmentModel],
     families: &'a [AmplitudeFamily],
     steps: &'a [StepKind],
+    filters: &'a [Vec<i32>],
     members: &'a [Member],
     pulses: &'a [(&'a [f64], &'a [f64])],
     acq: Acquisition,
@@ -853,6 +909,12 @@ fn polar(b1: f64, ux: f64, uy: f64) -> (f64, f64, f64) {
 }
 
 impl Ctx<'_> {
+    /// Index (into `filters`) of the filter that starts chain `c` (c ≥ 1): filters are numbered
+    /// in step order, so it is c − 1.
+    fn filter_before(&self, c: usize) -> usize {
+        c - 1
+    }
+
     /// Amplitude and phase of segment k of a pulse for this task's member.
     #[inline]
     fn control(&self, task: &Task, pulse: usize, k: usize) -> (f64, f64, f64) {
@@ -860,9 +922,10 @@ impl Ctx<'_> {
         polar(self.members[task.member].b1, ux[k], uy[k])
     }
 
-    /// First sweep: P_N = U_{N−1}⋯U_0, ρ_N = P_N Fz P_Nᴴ, then the FID.
+    /// First sweep: P = U_{N−1}⋯U_0 per chain (chains end at coherence filters),
+    /// ρ_end = P ρ_start Pᴴ, the filter gives the next chain's ρ_start; then the FID of ρ_N.
     ///
-    /// Each U_k = R_k V_k R_kᴴ, so P_N = R_{N−1}·V_{N−1}·(R_{N−1}ᴴR_{N−2})·V_{N−2}⋯V_0·R_0ᴴ: the
+    /// Each U_k = R_k V_k R_kᴴ, so P = R_{N−1}·V_{N−1}·(R_{N−1}ᴴR_{N−2})·V_{N−2}⋯V_0·R_0ᴴ: the
     /// sweep multiplies by V_k (one product) and, between steps, scales rows by the diagonal
     /// R_kᴴR_{k−1} = diag(e^{−i(φ_{k−1}−φ_k)M}) — skipped when the phase does not change.
     /// Fixed steps have φ = 0 and V = U.
@@ -871,10 +934,13 @@ impl Ctx<'_> {
         let d = f.d;
         let two_n = 2 * f.n as i32;
         let s = pool.get(f.n);
-        s.rho.fill_zero();
+        let rho0 = &mut task.chains[0].rho_start;
+        rho0.fill_zero();
         for p in 0..d {
-            s.rho[(p, p)] = C64::new(1.0, 0.0);
+            rho0[(p, p)] = C64::new(f.m2[p] as f64 / 2.0, 0.0);
         }
+        set_identity(&mut s.rho);
+        let mut chain = 0;
         let mut prev_phi = 0.0;
         for step in self.steps {
             let (phi, v) = match *step {
@@ -886,6 +952,16 @@ impl Ctx<'_> {
                 StepKind::Fixed(i) => match &task.fixed[i] {
                     FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => (0.0, u),
                 },
+                StepKind::Filter(fi) => {
+                    self.close_chain(task, f, s, chain, prev_phi);
+                    chain += 1;
+                    let next = &mut task.chains[chain].rho_start;
+                    next.copy_from(&task.rho_n);
+                    coherence_mask(next, &f.m2, &self.filters[fi], 1);
+                    set_identity(&mut s.rho);
+                    prev_phi = 0.0;
+                    continue;
+                }
             };
             if phi != prev_phi {
                 phase_table(&mut s.phase, prev_phi - phi, f.n);
@@ -895,16 +971,28 @@ impl Ctx<'_> {
             std::mem::swap(&mut s.rho, &mut s.w);
             prev_phi = phi;
         }
+        self.close_chain(task, f, s, chain, prev_phi);
+        self.acquire(task, f, s);
+    }
+
+    /// Ends chain `chain`: rotates the accumulated propagator (in `s.rho`) back to the lab
+    /// frame, stores it, and writes ρ_end = P ρ_start Pᴴ into `task.rho_n`.
+    fn close_chain(
+        &self,
+        task: &mut Task,
+        f: &FragmentModel,
+        s: &mut Scratch,
+        chain: usize,
+        prev_phi: f64,
+    ) {
         if prev_phi != 0.0 {
             phase_table(&mut s.phase, prev_phi, f.n);
-            scale_rows_blocks(s.rho.data_mut(), d, &f.blocks, &s.phase, two_n);
+            scale_rows_blocks(s.rho.data_mut(), f.d, &f.blocks, &s.phase, 2 * f.n as i32);
         }
-        task.p_total.copy_from(&s.rho);
-        // ρ_N = P Fz Pᴴ: scale the columns of P by M_q, then multiply by Pᴴ.
-        s.w.copy_from(&task.p_total);
-        scale_columns(&mut s.w, &f.m2);
-        gemm(&mut task.rho_n, &s.w, Op::N, &task.p_total, Op::H);
-        self.acquire(task, f, s);
+        let c = &mut task.chains[chain];
+        c.p.copy_from(&s.rho);
+        gemm(&mut s.w, &c.p, Op::N, &c.rho_start, Op::N);
+        gemm(&mut task.rho_n, &s.w, Op::N, &c.p, Op::H);
     }
 
     /// FID of ρ_N: transitions of H0 + Δν0 Fz in its eigenbasis, summed with a phasor
@@ -922,8 +1010,9 @@ impl Ctx<'_> {
         s.ph.synthesize(&task.freqs, self.acq, &s.amp, &mut task.fid);
     }
 
-    /// Second sweep: λ_N from ∂L/∂FID, λ_0 = Pᴴλ_N P, C_0 = Fz λ_0, then forward through the
-    /// steps with C_{k+1} = U_k C_k U_kᴴ, reading each gradient as 2 Re Tr[C_k U_kᴴ∂U_k].
+    /// Second sweep: Λ_N from ∂L/∂FID, the costate entering each chain (λ_start = Pᴴλ_end P,
+    /// backwards over chains), then forward through the steps with C = [ρ, λ] carried by
+    /// C_{k+1} = U_k C_k U_kᴴ (restarted at each chain), reading ∂L/∂θ_k = Re Tr[C_k U_kᴴ∂U_k].
     fn gradient(&self, task: &mut Task, want_b0: bool, pool: &mut ScratchPool) {
         let f = &self.fragments[task.fragment];
         let member = self.members[task.member];
@@ -951,30 +1040,40 @@ impl Ctx<'_> {
         for (gt, &(p, q, c)) in s.amp.iter().zip(&f.transitions) {
             s.m[(q, p)] = gt.conj() * c * f.norm;
         }
+        // Λ_N = W Γᴴ Wᴴ: dL = Re Tr[Λ_N dρ_N] for any (also non-Hermitian) dρ_N.
         let w = &f.eig.vectors;
         gemm(&mut s.x, w, Op::N, &s.m, Op::N);
         gemm(&mut s.lam, &s.x, Op::N, w, Op::H);
-        for q in 0..d {
-            for p in q..d {
-                let v = (s.lam[(p, q)] + s.lam[(q, p)].conj()) * 0.5;
-                s.lam[(p, q)] = v;
-                s.lam[(q, p)] = v.conj();
+        // Backward over chains: λ_start = Pᴴ λ_end P; a filter's adjoint keeps the opposite
+        // orders (Tr[A·mask_S(B)] = Tr[mask_{−S}(A)·B]).
+        for c in (0..task.chains.len()).rev() {
+            let ch = &mut task.chains[c];
+            gemm(&mut s.x, &ch.p, Op::H, &s.lam, Op::N);
+            gemm(&mut ch.lam_start, &s.x, Op::N, &ch.p, Op::N);
+            if c > 0 {
+                s.lam.copy_from(&ch.lam_start);
+                let fi = self.filter_before(c);
+                coherence_mask(&mut s.lam, &f.m2, &self.filters[fi], -1);
             }
         }
-        // λ_0 = Pᴴ λ_N P; C_0 = Fz λ_0 (rows scaled by M_p).
-        gemm(&mut s.x, &task.p_total, Op::H, &s.lam, Op::N);
-        gemm(&mut s.rho, &s.x, Op::N, &task.p_total, Op::N);
-        scale_rows(&mut s.rho, &f.m2);
+        chain_commutator(&task.chains[0], &mut s.rho, &mut s.w);
 
-        // s.rho holds C̃_k = R_kᴴ C_k R_k, the costate product in the segment's rotating frame:
+        // s.rho holds C̃_k = R_kᴴ C_k R_k with C_k = [ρ_k, λ_k], in the segment's rotating frame:
         // C̃_{k+1} = (R_{k+1}ᴴR_k)·V_k C̃_k V_kᴴ·(R_kᴴR_{k+1}), and the generator tables are stored
-        // so that a flat dot with C̃_k's data is Re Tr[C_k U_kᴴ∂U_k].
+        // so that a flat dot with C̃_k's data is Re Tr[C_k U_kᴴ∂U_k] = ∂L/∂θ_k.
         let two_n = 2 * n as i32;
         let mut prev_phi = 0.0;
+        let mut chain = 0;
         for step in self.steps {
             let phi = match *step {
                 StepKind::Segment { pulse, k } => self.control(task, pulse, k).1,
                 StepKind::Fixed(_) => 0.0,
+                StepKind::Filter(_) => {
+                    chain += 1;
+                    chain_commutator(&task.chains[chain], &mut s.rho, &mut s.w);
+                    prev_phi = 0.0;
+                    continue;
+                }
             };
             if phi != prev_phi {
                 phase_table(&mut s.phase, prev_phi - phi, n);
@@ -987,27 +1086,27 @@ impl Ctx<'_> {
                     let fam = &self.families[task.families[pulse]];
                     let (iv, t) = fam.locate(a);
                     let (gx, gy) = poly_dot2(&iv.dx, &iv.dy, iv.degree, t, s.rho.as_f64());
-                    let (gx, gy) = (2.0 * gx, 2.0 * gy);
                     let (sn, cs) = phi.sin_cos();
                     task.grad_ux[pulse][k] = member.b1 * (cs * gx - sn * gy);
                     task.grad_uy[pulse][k] = member.b1 * (sn * gx + cs * gy);
                     task.grad_b1 += r * gx;
                     if let (true, Some(dz)) = (want_b0, &iv.dz) {
-                        task.grad_b0 += 2.0 * poly_dot(dz, iv.degree, t, s.rho.as_f64());
+                        task.grad_b0 += poly_dot(dz, iv.degree, t, s.rho.as_f64());
                     }
                     horner(&iv.v, iv.degree, t, s.u.as_f64_mut());
                     conjugate_in_place(&mut s.rho, &mut s.w, &s.u);
                 }
+                StepKind::Filter(_) => {}
                 StepKind::Fixed(i) => match &task.fixed[i] {
                     FixedStep::Delay { u, generator_diag } => {
                         if want_b0 {
                             let tr: C64 = (0..d).map(|p| s.rho[(p, p)] * generator_diag[p]).sum();
-                            task.grad_b0 += 2.0 * tr.re;
+                            task.grad_b0 += tr.re;
                         }
                         conjugate_in_place(&mut s.rho, &mut s.w, u);
                     }
                     FixedStep::Hard { u, generator } => {
-                        task.grad_b1 += 2.0 * s.rho.trace_product(generator).re;
+                        task.grad_b1 += s.rho.trace_product(generator).re;
                         conjugate_in_place(&mut s.rho, &mut s.w, u);
                     }
                 },
@@ -1016,31 +1115,40 @@ impl Ctx<'_> {
     }
 }
 
+/// C = [ρ_start, λ_start] of a chain into `c` (two products; `w` is scratch).
+fn chain_commutator(ch: &Chain, c: &mut CMat, w: &mut CMat) {
+    gemm(c, &ch.rho_start, Op::N, &ch.lam_start, Op::N);
+    gemm(w, &ch.lam_start, Op::N, &ch.rho_start, Op::N);
+    for (a, b) in c.data_mut().iter_mut().zip(w.data()) {
+        *a -= b;
+    }
+}
+
+/// Zeroes every element whose coherence order (M_p − M_q)·sign is not in `orders`.
+fn coherence_mask(x: &mut CMat, m2: &[i32], orders: &[i32], sign: i32) {
+    let d = x.dim();
+    for q in 0..d {
+        for p in 0..d {
+            let order = sign * (m2[p] - m2[q]) / 2;
+            if !orders.contains(&order) {
+                x[(p, q)] = ZERO;
+            }
+        }
+    }
+}
+
+fn set_identity(x: &mut CMat) {
+    x.fill_zero();
+    for p in 0..x.dim() {
+        x[(p, p)] = C64::new(1.0, 0.0);
+    }
+}
+
 /// x ← U x Uᴴ using `w` as scratch (two products).
 #[inline]
 fn conjugate_in_place(x: &mut CMat, w: &mut CMat, u: &CMat) {
     gemm(w, u, Op::N, x, Op::N);
     gemm(x, w, Op::N, u, Op::H);
-}
-
-/// Column q scaled by M_q = m2[q]/2 (right multiplication by Fz).
-fn scale_columns(x: &mut CMat, m2: &[i32]) {
-    let d = x.dim();
-    for (q, &mq) in m2.iter().enumerate() {
-        for v in &mut x.data_mut()[q * d..(q + 1) * d] {
-            *v *= mq as f64 / 2.0;
-        }
-    }
-}
-
-/// Row p scaled by M_p (left multiplication by Fz).
-fn scale_rows(x: &mut CMat, m2: &[i32]) {
-    let d = x.dim();
-    for q in 0..d {
-        for (v, &mp) in x.data_mut()[q * d..(q + 1) * d].iter_mut().zip(m2) {
-            *v *= mp as f64 / 2.0;
-        }
-    }
 }
 
 /// Damped phasors z_tr(m) = exp((i2π f_tr − π lw)·m·dwell) of one task's transitions, in split

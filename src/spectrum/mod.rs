@@ -1,8 +1,11 @@
-//! FID → spectrum processing and its adjoint: first-point halving, FFT, fftshift, the
-//! frequency and ppm axes, and the exact backward map of a spectral gradient to an FID gradient.
+//! FID → spectrum: first-point halving, FFT, fftshift, the frequency and ppm axes, the exact
+//! backward map of a spectral gradient to an FID gradient, and (in [`processing`]) apodization,
+//! zero filling, phasing, referencing, integrals, noise and SNR.
 //!
 //! Conventions (DESIGN.md): s[0] is halved, S = fftshift(fft(s)) with numpy's sign and no
 //! normalisation; f = fftshift(fftfreq(M, dwell)); ppm = carrier + f/f0[MHz].
+
+pub mod processing;
 
 use std::sync::Arc;
 

@@ -27,4 +27,5 @@
 pub mod bench;
 pub mod design;
 pub mod physics;
+pub mod sequence;
 pub mod spectrum;

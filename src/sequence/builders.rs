@@ -1,0 +1,268 @@
+//! Sequence builders: pulse–acquire, spin echo, PRESS (TE1, TE2) and STEAM (TE, TM), each a
+//! short function that reads like its diagram and compiles to a physics [`Experiment`].
+//!
+//! Timing: TE runs from the centre of the excitation pulse to the echo, where acquisition
+//! starts; every pulse is centred on its nominal time, so each delay is the centre-to-centre
+//! interval minus half of each neighbouring pulse. A delay that would be negative (TE shorter
+//! than the pulses) is an error naming the interval.
+//!
+//! Coherence pathways are selected as ideal crushers would: a [`Block::Filter`] after every
+//! pulse keeps the order of the wanted pathway (the detected order is −1; a 180° pulse maps p to
+//! −p). Phases: excitation about y (Fz → Fx, so an on-resonance singlet gives a positive
+//! absorption line), refocusing about x.
+
+use std::f64::consts::{FRAC_PI_2, PI};
+
+use crate::physics::error::{finite, positive};
+use crate::physics::{Acquisition, Block, Experiment, PhysicsError};
+
+/// How one pulse of a sequence is realized.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PulseSpec {
+    /// An ideal instantaneous rotation by `flip` about the axis at `phase` (rad).
+    Ideal {
+        /// Flip angle (rad).
+        flip: f64,
+        /// Phase (rad): 0 = x, π/2 = y.
+        phase: f64,
+    },
+    /// A shaped pulse given as piecewise-constant controls (Hz) on a raster `dt` (s); the shape
+    /// module scales shapes to a nominal flip and phase.
+    Waveform {
+        /// Raster (s).
+        dt: f64,
+        /// x controls (Hz).
+        ux: Vec<f64>,
+        /// y controls (Hz).
+        uy: Vec<f64>,
+    },
+}
+
+impl PulseSpec {
+    /// Ideal 90° about y.
+    pub fn ideal_excitation() -> PulseSpec {
+        PulseSpec::Ideal {
+            flip: FRAC_PI_2,
+            phase: FRAC_PI_2,
+        }
+    }
+
+    /// Ideal 90° about x (the second and third STEAM pulses).
+    pub fn ideal_90x() -> PulseSpec {
+        PulseSpec::Ideal {
+            flip: FRAC_PI_2,
+            phase: 0.0,
+        }
+    }
+
+    /// Ideal 180° about x.
+    pub fn ideal_refocusing() -> PulseSpec {
+        PulseSpec::Ideal { flip: PI, phase: 0.0 }
+    }
+
+    /// Duration (s): 0 for an ideal pulse.
+    pub fn duration(&self) -> f64 {
+        match self {
+            PulseSpec::Ideal { .. } => 0.0,
+            PulseSpec::Waveform { dt, ux, .. } => dt * ux.len() as f64,
+        }
+    }
+
+    fn block(&self) -> Block {
+        match self {
+            PulseSpec::Ideal { flip, phase } => Block::Hard {
+                flip: *flip,
+                phase: *phase,
+            },
+            PulseSpec::Waveform { dt, ux, uy } => Block::Pulse {
+                dt: *dt,
+                ux: ux.clone(),
+                uy: uy.clone(),
+            },
+        }
+    }
+}
+
+/// A named sequence with its timing, ready to simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sequence {
+    /// Name, e.g. `PRESS TE 30 ms`.
+    pub name: String,
+    /// Echo time (s); 0 for pulse–acquire.
+    pub te: f64,
+    /// The experiment.
+    pub experiment: Experiment,
+}
+
+/// Incrementally lays out pulses at nominal centre times.
+struct Timeline {
+    blocks: Vec<Block>,
+    /// Time (s) at which the last block ended.
+    end: f64,
+}
+
+impl Timeline {
+    fn new() -> Timeline {
+        Timeline {
+            blocks: Vec::new(),
+            end: 0.0,
+        }
+    }
+
+    /// Places `pulse` centred at `centre`, preceded by the delay that gets there.
+    fn pulse(&mut self, what: &str, pulse: &PulseSpec, centre: f64) -> Result<(), PhysicsError> {
+        let start = centre - pulse.duration() / 2.0;
+        self.delay_until(what, start)?;
+        self.blocks.push(pulse.block());
+        self.end = start + pulse.duration();
+        Ok(())
+    }
+
+    fn delay_until(&mut self, what: &str, t: f64) -> Result<(), PhysicsError> {
+        let gap = t - self.end;
+        if gap < -1e-12 {
+            return Err(PhysicsError::invalid(
+                what,
+                format!("{:.6} ms", gap * 1e3),
+                "the timing does not fit: the pulses overlap or TE is shorter than the pulses",
+            ));
+        }
+        if gap > 0.0 {
+            self.blocks.push(Block::Delay { duration: gap });
+        }
+        self.end = t;
+        Ok(())
+    }
+
+    fn filter(&mut self, order: i32) {
+        self.blocks.push(Block::Filter {
+            orders: vec![order],
+        });
+    }
+
+    fn finish(self, acquisition: Acquisition) -> Experiment {
+        Experiment {
+            blocks: self.blocks,
+            acquisition,
+        }
+    }
+}
+
+fn check_time(field: &str, t: f64) -> Result<f64, PhysicsError> {
+    finite(field, t)?;
+    if t < 0.0 {
+        return Err(PhysicsError::invalid(field, t, "must be >= 0"));
+    }
+    Ok(t)
+}
+
+/// Pulse–acquire: acquisition starts at the end of the excitation pulse.
+pub fn pulse_acquire(excitation: &PulseSpec, acquisition: Acquisition) -> Sequence {
+    Sequence {
+        name: "pulse-acquire".into(),
+        te: 0.0,
+        experiment: Experiment {
+            blocks: vec![excitation.block()],
+            acquisition,
+        },
+    }
+}
+
+/// Spin echo 90 – TE/2 – 180 – TE/2 – acquire, pathway +1 → −1.
+pub fn spin_echo(
+    te: f64,
+    excitation: &PulseSpec,
+    refocusing: &PulseSpec,
+    acquisition: Acquisition,
+) -> Result<Sequence, PhysicsError> {
+    check_time("TE", te)?;
+    let mut tl = Timeline::new();
+    let t0 = excitation.duration() / 2.0;
+    tl.pulse("excitation", excitation, t0)?;
+    tl.filter(1);
+    tl.pulse("TE/2 (excitation to refocusing)", refocusing, t0 + te / 2.0)?;
+    tl.filter(-1);
+    tl.delay_until("TE/2 (refocusing to echo)", t0 + te)?;
+    Ok(Sequence {
+        name: format!("spin echo TE {:.1} ms", te * 1e3),
+        te,
+        experiment: tl.finish(acquisition),
+    })
+}
+
+/// PRESS: 90 – TE1/2 – 180 – (TE1+TE2)/2 – 180 – TE2/2 – acquire; TE = TE1 + TE2, pathway
+/// −1 → +1 → −1.
+pub fn press(
+    te1: f64,
+    te2: f64,
+    excitation: &PulseSpec,
+    refocusing1: &PulseSpec,
+    refocusing2: &PulseSpec,
+    acquisition: Acquisition,
+) -> Result<Sequence, PhysicsError> {
+    check_time("TE1", te1)?;
+    check_time("TE2", te2)?;
+    let mut tl = Timeline::new();
+    let t0 = excitation.duration() / 2.0;
+    tl.pulse("excitation", excitation, t0)?;
+    tl.filter(-1);
+    tl.pulse("TE1/2 (excitation to first refocusing)", refocusing1, t0 + te1 / 2.0)?;
+    tl.filter(1);
+    tl.pulse(
+        "(TE1+TE2)/2 (between the refocusing pulses)",
+        refocusing2,
+        t0 + te1 + te2 / 2.0,
+    )?;
+    tl.filter(-1);
+    tl.delay_until("TE2/2 (second refocusing to echo)", t0 + te1 + te2)?;
+    Ok(Sequence {
+        name: format!(
+            "PRESS TE {:.1} ms (TE1 {:.1}, TE2 {:.1})",
+            (te1 + te2) * 1e3,
+            te1 * 1e3,
+            te2 * 1e3
+        ),
+        te: te1 + te2,
+        experiment: tl.finish(acquisition),
+    })
+}
+
+/// STEAM: 90 – TE/2 – 90 – TM – 90 – TE/2 – acquire, stimulated-echo pathway +1 → 0 → −1
+/// (half the magnetization, as on a scanner).
+pub fn steam(
+    te: f64,
+    tm: f64,
+    pulses: [&PulseSpec; 3],
+    acquisition: Acquisition,
+) -> Result<Sequence, PhysicsError> {
+    check_time("TE", te)?;
+    check_time("TM", tm)?;
+    let mut tl = Timeline::new();
+    let t0 = pulses[0].duration() / 2.0;
+    tl.pulse("first 90", pulses[0], t0)?;
+    tl.filter(1);
+    tl.pulse("TE/2 (first to second 90)", pulses[1], t0 + te / 2.0)?;
+    tl.filter(0);
+    tl.pulse("TM (second to third 90)", pulses[2], t0 + te / 2.0 + tm)?;
+    tl.filter(-1);
+    tl.delay_until("TE/2 (third 90 to echo)", t0 + te + tm)?;
+    Ok(Sequence {
+        name: format!("STEAM TE {:.1} ms TM {:.1} ms", te * 1e3, tm * 1e3),
+        te,
+        experiment: tl.finish(acquisition),
+    })
+}
+
+/// Checks an acquisition's parameters (the simulator checks them again).
+pub fn acquisition(points: usize, dwell: f64, linewidth_hz: f64) -> Result<Acquisition, PhysicsError> {
+    if points == 0 {
+        return Err(PhysicsError::invalid("points", 0, "must be >= 1"));
+    }
+    positive("dwell", dwell)?;
+    finite("linewidth_hz", linewidth_hz)?;
+    Ok(Acquisition {
+        points,
+        dwell,
+        linewidth_hz,
+    })
+}

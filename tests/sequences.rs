@@ -26,8 +26,14 @@ fn singlet(ppm: f64) -> Molecule {
 }
 
 fn first_point(mol: Molecule, member: Member, exp: &spinloop::physics::Experiment) -> C64 {
-    let mut sim =
-        Simulator::new(vec![mol], Field::THREE_T, 3.0, vec![member], SimOptions::default()).unwrap();
+    let mut sim = Simulator::new(
+        vec![mol],
+        Field::THREE_T,
+        3.0,
+        vec![member],
+        SimOptions::default(),
+    )
+    .unwrap();
     sim.simulate(exp).unwrap().fid(0, 0)[0]
 }
 
@@ -40,8 +46,15 @@ fn echoes_of_a_singlet_refocus_to_a_positive_absorption_line() {
     let ex = PulseSpec::ideal_excitation();
     let rf = PulseSpec::ideal_refocusing();
     for ppm in [3.0, 2.1, 3.9] {
-        let fid = first_point(singlet(ppm), Member::NOMINAL, &pulse_acquire(&ex, acq()).experiment);
-        assert!((fid - C64::new(1.0, 0.0)).norm() < 1e-12, "pulse-acquire {fid}");
+        let fid = first_point(
+            singlet(ppm),
+            Member::NOMINAL,
+            &pulse_acquire(&ex, acq()).experiment,
+        );
+        assert!(
+            (fid - C64::new(1.0, 0.0)).norm() < 1e-12,
+            "pulse-acquire {fid}"
+        );
         for te in [0.01, 0.03, 0.144] {
             let se = spin_echo(te, &ex, &rf, acq()).unwrap();
             let fid = first_point(singlet(ppm), Member::NOMINAL, &se.experiment);
@@ -49,9 +62,18 @@ fn echoes_of_a_singlet_refocus_to_a_positive_absorption_line() {
             let pr = press(te * 0.4, te * 0.6, &ex, &rf, &rf, acq()).unwrap();
             let fid = first_point(singlet(ppm), Member::NOMINAL, &pr.experiment);
             assert!((fid - C64::new(1.0, 0.0)).norm() < 1e-12, "PRESS {fid}");
-            let st = steam(te, 0.02, [&ex, &PulseSpec::ideal_90x(), &PulseSpec::ideal_90x()], acq()).unwrap();
+            let st = steam(
+                te,
+                0.02,
+                [&ex, &PulseSpec::ideal_90x(), &PulseSpec::ideal_90x()],
+                acq(),
+            )
+            .unwrap();
             let fid = first_point(singlet(ppm), Member::NOMINAL, &st.experiment);
-            assert!((fid.norm() - 0.5).abs() < 1e-12, "STEAM stimulated echo is half: {fid}");
+            assert!(
+                (fid.norm() - 0.5).abs() < 1e-12,
+                "STEAM stimulated echo is half: {fid}"
+            );
         }
     }
 }
@@ -117,18 +139,31 @@ fn lactate_j_modulation_follows_cos_pi_j_te() {
         let want = 3.0 * (std::f64::consts::PI * j * te).cos();
         let sym = press(te / 2.0, te / 2.0, &ex, &rf, &rf, acq()).unwrap();
         let got = ch3(f0, &sym.experiment);
-        assert!((got - want).abs() < bound, "TE {te}: {got} vs {want} (bound {bound})");
+        assert!(
+            (got - want).abs() < bound,
+            "TE {te}: {got} vs {want} (bound {bound})"
+        );
         let asym = press(te * 0.2, te * 0.8, &ex, &rf, &rf, acq()).unwrap();
         let got2 = ch3(f0, &asym.experiment);
-        assert!((got2 - want).abs() < bound, "TE {te}: split gives {got2} vs {want}");
+        assert!(
+            (got2 - want).abs() < bound,
+            "TE {te}: split gives {got2} vs {want}"
+        );
         let se = spin_echo(te, &ex, &rf, acq()).unwrap();
         let got3 = ch3(f0, &se.experiment);
-        assert!((got3 - want).abs() < bound, "spin echo TE {te}: {got3} vs {want}");
+        assert!(
+            (got3 - want).abs() < bound,
+            "spin echo TE {te}: {got3} vs {want}"
+        );
         // At 10, 100 and 1000 times the field the residual stays inside the same first-order
         // bound, which shrinks as 1/B0: the simulation converges to the weak-coupling result.
         for factor in [10.0, 100.0, 1000.0] {
             let r = (ch3(factor * f0, &sym.experiment) - want).abs();
-            assert!(r < bound / factor, "TE {te}, {factor}x field: residual {r} > {}", bound / factor);
+            assert!(
+                r < bound / factor,
+                "TE {te}, {factor}x field: residual {r} > {}",
+                bound / factor
+            );
         }
     }
 }
@@ -144,7 +179,14 @@ fn citrate_press_at_multiples_of_two_over_d_behaves_as_weakly_coupled() {
     let d = (dnu * dnu + j * j).sqrt();
     let ex = PulseSpec::ideal_excitation();
     let rf = PulseSpec::ideal_refocusing();
-    let mut sim = Simulator::new(vec![cit], Field::THREE_T, 3.0, vec![Member::NOMINAL], SimOptions::default()).unwrap();
+    let mut sim = Simulator::new(
+        vec![cit],
+        Field::THREE_T,
+        3.0,
+        vec![Member::NOMINAL],
+        SimOptions::default(),
+    )
+    .unwrap();
     let total = |sim: &mut Simulator, te: f64| {
         let pr = press(te / 2.0, te / 2.0, &ex, &rf, &rf, acq()).unwrap();
         sim.simulate(&pr.experiment).unwrap().fid(0, 0)[0].re
@@ -155,23 +197,40 @@ fn citrate_press_at_multiples_of_two_over_d_behaves_as_weakly_coupled() {
         let te = n as f64 * 2.0 / d;
         let got = total(&mut sim, te) / full;
         let want = (std::f64::consts::PI * j * te).cos();
-        println!("n {n}: TE {:.2} ms, {got:.12} vs cos(πJTE) {want:.12}", te * 1e3);
+        println!(
+            "n {n}: TE {:.2} ms, {got:.12} vs cos(πJTE) {want:.12}",
+            te * 1e3
+        );
         assert!((got - want).abs() < 1e-9, "n {n}: {got} vs {want}");
     }
 }
 
 #[test]
 fn timings_that_do_not_fit_are_errors_naming_the_interval() {
-    let ex = PulseSpec::Waveform { dt: 1e-4, ux: vec![100.0; 40], uy: vec![0.0; 40] }; // 4 ms
-    let rf = PulseSpec::Waveform { dt: 1e-4, ux: vec![200.0; 60], uy: vec![0.0; 60] }; // 6 ms
-    let e = press(0.006, 0.02, &ex, &rf, &rf, acq()).unwrap_err().to_string();
+    let ex = PulseSpec::Waveform {
+        dt: 1e-4,
+        ux: vec![100.0; 40],
+        uy: vec![0.0; 40],
+    }; // 4 ms
+    let rf = PulseSpec::Waveform {
+        dt: 1e-4,
+        ux: vec![200.0; 60],
+        uy: vec![0.0; 60],
+    }; // 6 ms
+    let e = press(0.006, 0.02, &ex, &rf, &rf, acq())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("TE1/2"), "{e}");
-    let e = press(0.02, 0.004, &ex, &rf, &rf, acq()).unwrap_err().to_string();
+    let e = press(0.02, 0.004, &ex, &rf, &rf, acq())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("TE2/2") || e.contains("between"), "{e}");
     assert!(press(0.02, 0.02, &ex, &rf, &rf, acq()).is_ok());
     let e = spin_echo(-0.01, &ex, &rf, acq()).unwrap_err().to_string();
     assert!(e.contains("TE"), "{e}");
-    let e = steam(0.02, f64::NAN, [&ex, &ex, &ex], acq()).unwrap_err().to_string();
+    let e = steam(0.02, f64::NAN, [&ex, &ex, &ex], acq())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("TM"), "{e}");
     assert!(acquisition(0, 1e-3, 1.0).is_err());
 }

@@ -5,6 +5,7 @@
 //! Conventions (DESIGN.md): s[0] is halved, S = fftshift(fft(s)) with numpy's sign and no
 //! normalisation; f = fftshift(fftfreq(M, dwell)); ppm = carrier + f/f0[MHz].
 
+pub mod fit;
 pub mod processing;
 
 use std::sync::Arc;

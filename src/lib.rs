@@ -26,6 +26,7 @@
 
 pub mod bench;
 pub mod design;
+pub mod formats;
 pub mod physics;
 pub mod sequence;
 pub mod spectrum;

@@ -35,8 +35,9 @@ pub enum PhysicsError {
         /// Given length.
         got: usize,
     },
-    /// A spin-system file could not be parsed.
-    #[error("cannot parse spin system: {0}")]
+    /// A file (spin system, shape, …) could not be parsed; the message names the file and
+    /// what was wrong.
+    #[error("cannot parse {0}")]
     Parse(String),
     /// A name that is not in the built-in library.
     #[error("unknown metabolite {name:?}; known: {known}")]

@@ -343,15 +343,16 @@ impl Molecule {
 
     /// Parses a TOML molecule file and validates it.
     pub fn from_toml(text: &str) -> Result<Molecule, PhysicsError> {
-        let m: Molecule = toml::from_str(text).map_err(|e| PhysicsError::Parse(e.to_string()))?;
+        let m: Molecule = toml::from_str(text)
+            .map_err(|e| PhysicsError::Parse(format!("spin system (TOML): {e}")))?;
         m.validate()?;
         Ok(m)
     }
 
     /// Parses a JSON molecule file and validates it.
     pub fn from_json(text: &str) -> Result<Molecule, PhysicsError> {
-        let m: Molecule =
-            serde_json::from_str(text).map_err(|e| PhysicsError::Parse(e.to_string()))?;
+        let m: Molecule = serde_json::from_str(text)
+            .map_err(|e| PhysicsError::Parse(format!("spin system (JSON): {e}")))?;
         m.validate()?;
         Ok(m)
     }
@@ -360,7 +361,7 @@ impl Molecule {
     /// TOML).
     pub fn from_path(path: &std::path::Path) -> Result<Molecule, PhysicsError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| PhysicsError::Parse(format!("{}: {e}", path.display())))?;
+            .map_err(|e| PhysicsError::Parse(format!("spin system {}: {e}", path.display())))?;
         let parsed = if path.extension().and_then(|e| e.to_str()) == Some("json") {
             Molecule::from_json(&text)
         } else {
@@ -368,12 +369,14 @@ impl Molecule {
         };
         parsed.map_err(|e| match e {
             PhysicsError::Parse(m) => PhysicsError::Parse(format!("{}: {m}", path.display())),
+            // (m already says "spin system (TOML|JSON): …")
             other => other,
         })
     }
 
     /// Serializes to TOML (the documented format).
     pub fn to_toml(&self) -> Result<String, PhysicsError> {
-        toml::to_string_pretty(self).map_err(|e| PhysicsError::Parse(e.to_string()))
+        toml::to_string_pretty(self)
+            .map_err(|e| PhysicsError::Parse(format!("spin system {}: {e}", self.name)))
     }
 }

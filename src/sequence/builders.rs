@@ -13,6 +13,7 @@
 
 use std::f64::consts::{FRAC_PI_2, PI};
 
+use super::shapes::Shape;
 use crate::physics::error::{finite, positive};
 use crate::physics::{Acquisition, Block, Experiment, PhysicsError};
 
@@ -57,7 +58,22 @@ impl PulseSpec {
 
     /// Ideal 180° about x.
     pub fn ideal_refocusing() -> PulseSpec {
-        PulseSpec::Ideal { flip: PI, phase: 0.0 }
+        PulseSpec::Ideal {
+            flip: PI,
+            phase: 0.0,
+        }
+    }
+
+    /// A shaped pulse scaled to the nominal `flip` (linear definition, see
+    /// [`Shape::peak_for_flip`]) and rotated to `phase` (rad).
+    pub fn shaped(shape: &Shape, flip: f64, phase: f64) -> Result<PulseSpec, PhysicsError> {
+        let peak = shape.peak_for_flip(flip)?;
+        let (ux, uy) = shape.with_phase(phase)?.to_controls(peak);
+        Ok(PulseSpec::Waveform {
+            dt: shape.dt,
+            ux,
+            uy,
+        })
     }
 
     /// Duration (s): 0 for an ideal pulse.
@@ -206,7 +222,11 @@ pub fn press(
     let t0 = excitation.duration() / 2.0;
     tl.pulse("excitation", excitation, t0)?;
     tl.filter(-1);
-    tl.pulse("TE1/2 (excitation to first refocusing)", refocusing1, t0 + te1 / 2.0)?;
+    tl.pulse(
+        "TE1/2 (excitation to first refocusing)",
+        refocusing1,
+        t0 + te1 / 2.0,
+    )?;
     tl.filter(1);
     tl.pulse(
         "(TE1+TE2)/2 (between the refocusing pulses)",
@@ -254,7 +274,11 @@ pub fn steam(
 }
 
 /// Checks an acquisition's parameters (the simulator checks them again).
-pub fn acquisition(points: usize, dwell: f64, linewidth_hz: f64) -> Result<Acquisition, PhysicsError> {
+pub fn acquisition(
+    points: usize,
+    dwell: f64,
+    linewidth_hz: f64,
+) -> Result<Acquisition, PhysicsError> {
     if points == 0 {
         return Err(PhysicsError::invalid("points", 0, "must be >= 1"));
     }

@@ -2,3 +2,4 @@
 //! diagram and compiles to a [`crate::physics::Experiment`].
 
 pub mod builders;
+pub mod shapes;

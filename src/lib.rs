@@ -1,7 +1,7 @@
 //! spinloop: closed-loop, spectrum-driven RF pulse design for MR consoles.
 //!
 //! Layers (dependencies point one way): [`physics`] ← [`spectrum`] / [`design`]. The daemon,
-//! store, safety interlock and control loop arrive with their issues; [`bench`] holds the
+//! store, safety interlock and control loop arrive with their issues; [`crate::bench`] holds the
 //! measurement behind `spinloop bench`.
 //!
 //! # Example

@@ -1,10 +1,10 @@
 //! The simulator: forward propagation of every (ensemble member × fragment) task, FID
 //! acquisition, and the exact adjoint (backward) pass that turns ∂L/∂FID into gradients with
-//! respect to every control ux[k], uy[k] of every shaped pulse, every member's B1 scale and its
+//! respect to every control ux\[k\], uy\[k\] of every shaped pulse, every member's B1 scale and its
 //! B0 offset.
 //!
 //! # Model (DESIGN.md conventions)
-//! - ρ0 = Fz. RF segment k: H = H0 + b1·(ux[k] Fx + uy[k] Fy) + Δν0·Fz, U = exp(−i2π·dt·H),
+//! - ρ0 = Fz. RF segment k: H = H0 + b1·(ux\[k\] Fx + uy\[k\] Fy) + Δν0·Fz, U = exp(−i2π·dt·H),
 //!   ρ ← U ρ Uᴴ. Delays evolve under H0 + Δν0 Fz. Ideal hard pulses rotate by b1·θ about the
 //!   axis at phase φ, instantaneously.
 //! - Signal of a fragment with n spins and weight w: s(t) = w·Tr[ρ(t) F+]/2^(n−2)·e^{−π·lw·t},
@@ -50,7 +50,7 @@ use super::spin_system::{Field, Molecule, Nucleus};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Block {
     /// Shaped pulse: piecewise-constant segments of duration `dt` (s) with controls in Hz.
-    /// Gradients flow to every `ux[k]`, `uy[k]`.
+    /// Gradients flow to every `ux\[k\]`, `uy\[k\]`.
     Pulse {
         /// Segment duration (s).
         dt: f64,
@@ -143,9 +143,9 @@ impl Default for SimOptions {
 /// Gradient of a loss.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gradient {
-    /// Per shaped pulse (in block order): ∂L/∂ux[k].
+    /// Per shaped pulse (in block order): ∂L/∂ux\[k\].
     pub ux: Vec<Vec<f64>>,
-    /// Per shaped pulse: ∂L/∂uy[k].
+    /// Per shaped pulse: ∂L/∂uy\[k\].
     pub uy: Vec<Vec<f64>>,
     /// Per member: ∂L/∂b1.
     pub b1: Vec<f64>,

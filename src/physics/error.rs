@@ -8,7 +8,7 @@ pub enum PhysicsError {
     /// A parameter is out of its domain (NaN, infinite, non-positive, out of range, ...).
     #[error("invalid {field} = {value}: {reason}")]
     InvalidParameter {
-        /// Dotted path of the offending field, e.g. `Glu.fragments[0].spins[2].shift_ppm`.
+        /// Dotted path of the offending field, e.g. `Glu.fragments\[0\].spins[2].shift_ppm`.
         field: String,
         /// The value as given.
         value: String,

@@ -1,7 +1,7 @@
 //! The free-precession Hamiltonian of a coupled fragment in the rotating frame, always in the
 //! full (strong-coupling) form, in Hz:
 //!
-//! H0 = Σ νi Izi + Σ_{i<j} Jij (Ixi Ixj + Iyi Iyj + Izi Izj),   νi = (δi − δcarrier)·f0[MHz].
+//! H0 = Σ νi Izi + Σ_{i<j} Jij (Ixi Ixj + Iyi Iyj + Izi Izj),   νi = (δi − δcarrier)·f0\[MHz\].
 //!
 //! H0 commutes with Fz, so it is block diagonal in the total-M blocks of the Zeeman basis; its
 //! eigendecomposition is done block by block, so every eigenvector has a definite M and a B0

@@ -4,9 +4,9 @@
 //!
 //! # Conventions (pinned; see `shared/DESIGN.md`)
 //! - Frequencies in Hz (×2π for rad/s), times in seconds, shifts in ppm.
-//! - Rotating frame at a carrier ppm: νi = (δi − δcarrier)·f0[MHz].
+//! - Rotating frame at a carrier ppm: νi = (δi − δcarrier)·f0\[MHz\].
 //! - H0 = Σ νi Izi + Σ Jij (Ixi Ixj + Iyi Iyj + Izi Izj), always the strong-coupling form.
-//! - RF segment k: H = H0 + b1·(ux[k] Fx + uy[k] Fy) + Δν0·Fz, U = exp(−i·2π·dt·H).
+//! - RF segment k: H = H0 + b1·(ux\[k\] Fx + uy\[k\] Fy) + Δν0·Fz, U = exp(−i·2π·dt·H).
 //! - ρ0 = Fz; signal s(t) = Tr[ρ(t) F+]/2^(n−2), F+ = Fx + iFy, damped by exp(−π·lw·t):
 //!   each proton contributes amplitude 1 after an ideal 90°; a positive offset appears at a
 //!   positive frequency.

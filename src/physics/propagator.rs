@@ -100,7 +100,7 @@ fn chebyshev_bound(eta: f64, m: usize) -> f64 {
     best
 }
 
-/// Smallest degree meeting [`TARGET_ERROR`] for half-width parameter η.
+/// Smallest degree meeting `TARGET_ERROR` for half-width parameter η.
 pub fn degree_for(eta: f64) -> usize {
     (2..MAX_DEGREE)
         .find(|&m| chebyshev_bound(eta, m) < TARGET_ERROR)

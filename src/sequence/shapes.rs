@@ -13,7 +13,7 @@
 //!   arg s the RF phase (0 = x, π/2 = y). The family constructors normalise so that
 //!   max |s| = 1 exactly (for an even `n` the centre of a symmetric shape falls between samples,
 //!   so the samples are divided by their own maximum).
-//! - With a peak B1 of `peak` Hz the controls are `ux[k] = peak·Re s_k`, `uy[k] = peak·Im s_k`
+//! - With a peak B1 of `peak` Hz the controls are `ux\[k\] = peak·Re s_k`, `uy\[k\] = peak·Im s_k`
 //!   (see [`Shape::to_controls`]), and the physics core applies
 //!   H = H0 + b1·(ux Fx + uy Fy), U = exp(−i2π·dt·H): a constant ν1 Hz for τ s rotates by
 //!   2π·ν1·τ rad.

@@ -3,7 +3,7 @@
 //!
 //! # Model (frequency domain, over a ppm window)
 //! S(f) = e^{i(φ0 + φ1·(ppm − pivot))} · Σ_m c_m · B̃_m(f; δf, lw) + Σ_j b_j·P_j(ppm)
-//! where B̃_m is the spectrum (s[0] halved, FFT, fftshift) of the basis FID
+//! where B̃_m is the spectrum (s\[0\] halved, FFT, fftshift) of the basis FID
 //! B_m(t)·e^{(i2π·δf − π·lw)·t} — every basis line shifted by δf Hz and broadened by a
 //! Lorentzian of lw Hz — and P_j are Legendre polynomials on the window with complex
 //! coefficients b_j (a smooth baseline). Concentrations c_m are real. Parameters are fitted by

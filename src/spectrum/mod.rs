@@ -2,8 +2,8 @@
 //! backward map of a spectral gradient to an FID gradient, and (in [`processing`]) apodization,
 //! zero filling, phasing, referencing, integrals, noise and SNR.
 //!
-//! Conventions (DESIGN.md): s[0] is halved, S = fftshift(fft(s)) with numpy's sign and no
-//! normalisation; f = fftshift(fftfreq(M, dwell)); ppm = carrier + f/f0[MHz].
+//! Conventions (DESIGN.md): s\[0\] is halved, S = fftshift(fft(s)) with numpy's sign and no
+//! normalisation; f = fftshift(fftfreq(M, dwell)); ppm = carrier + f/f0\[MHz\].
 
 pub mod fit;
 pub mod processing;
@@ -50,7 +50,7 @@ impl SpectrumPlan {
         self.points
     }
 
-    /// Spectrum of `fid` (length `points`): s[0] halved, FFT, fftshift.
+    /// Spectrum of `fid` (length `points`): s\[0\] halved, FFT, fftshift.
     pub fn spectrum(&self, fid: &[C64]) -> Result<Vec<C64>, PhysicsError> {
         self.check(fid.len())?;
         let mut buf = fid.to_vec();
@@ -82,7 +82,7 @@ impl SpectrumPlan {
     }
 }
 
-/// numpy's fftshift: out[j] = x[(j − M/2) mod M] (M/2 rounded down).
+/// numpy's fftshift: out\[j\] = x\[(j − M/2) mod M] (M/2 rounded down).
 pub fn fftshift(x: &[C64]) -> Vec<C64> {
     let m = x.len();
     let h = m / 2;

@@ -3,7 +3,7 @@
 //! window integrals, noise and SNR, and seeded complex Gaussian noise for simulations.
 //!
 //! Conventions: FIDs are sampled at t_m = m·dwell; spectra are `SpectrumPlan::spectrum` output
-//! (s[0] halved, FFT, fftshift) on the axis of [`super::frequency_axis`]. Integrals are
+//! (s\[0\] halved, FFT, fftshift) on the axis of [`super::frequency_axis`]. Integrals are
 //! normalized so that a line of FID amplitude A (s(t) = A·e^{i2πft}…) fully inside the window
 //! integrates to A: ∫ = (2/M)·Σ_W Re S.
 

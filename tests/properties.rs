@@ -388,7 +388,7 @@ fn check_gradient(case: &Case) -> Result<(), TestCaseError> {
         .blocks
         .iter()
         .map(|b| match b {
-            Block::Pulse { dt, ux, uy } => {
+            Block::Pulse { dt, ux, uy } | Block::SlicePulse { dt, ux, uy, .. } => {
                 2.0 * PI * dt * ux.iter().zip(uy).map(|(x, y)| x.hypot(*y)).sum::<f64>()
             }
             Block::Hard { flip, .. } => flip.abs(),
@@ -399,7 +399,7 @@ fn check_gradient(case: &Case) -> Result<(), TestCaseError> {
         .blocks
         .iter()
         .map(|b| match b {
-            Block::Pulse { dt, ux, .. } => dt * ux.len() as f64,
+            Block::Pulse { dt, ux, .. } | Block::SlicePulse { dt, ux, .. } => dt * ux.len() as f64,
             Block::Delay { duration } => *duration,
             Block::Hard { .. } | Block::Filter { .. } => 0.0,
         })

@@ -59,6 +59,23 @@ pub enum Block {
         /// y controls (Hz).
         uy: Vec<f64>,
     },
+    /// Slice-selective shaped pulse: like [`Block::Pulse`], played under a gradient along
+    /// spatial-grid axis `axis`, so a spin at grid coordinate u (in units of the nominal slice
+    /// thickness, 0 = slice centre) sees an extra offset u·`hz_per_unit` during the pulse (for a
+    /// pulse of bandwidth BW selecting the nominal slice, hz_per_unit = BW). Gradients are off
+    /// outside the pulse; chemical-shift displacement and slice profiles follow.
+    SlicePulse {
+        /// Segment duration (s).
+        dt: f64,
+        /// x controls (Hz).
+        ux: Vec<f64>,
+        /// y controls (Hz).
+        uy: Vec<f64>,
+        /// Grid axis of the gradient.
+        axis: usize,
+        /// Offset (Hz) per unit of grid coordinate.
+        hz_per_unit: f64,
+    },
     /// Free evolution for `duration` seconds.
     Delay {
         /// Duration (s).
@@ -79,6 +96,66 @@ pub enum Block {
         /// Phase (rad): 0 = x, π/2 = y.
         phase: f64,
     },
+}
+
+impl Block {
+    /// (dt, ux, uy, gradient axis and Hz per unit) of a shaped pulse, slice-selective or not.
+    fn shaped(&self) -> Option<(f64, &[f64], &[f64], Option<(usize, f64)>)> {
+        match self {
+            Block::Pulse { dt, ux, uy } => Some((*dt, ux, uy, None)),
+            Block::SlicePulse {
+                dt,
+                ux,
+                uy,
+                axis,
+                hz_per_unit,
+            } => Some((*dt, ux, uy, Some((*axis, *hz_per_unit)))),
+            _ => None,
+        }
+    }
+}
+
+/// Positions of a spatial grid for slice-selective pulses: the Cartesian product of the
+/// coordinates along each axis, in units of the nominal slice thickness. The simulated signal of
+/// a member is the mean over the grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpatialGrid {
+    /// Coordinates along each axis.
+    pub axes: Vec<Vec<f64>>,
+}
+
+impl SpatialGrid {
+    /// `n` evenly spaced points across [−half_width, half_width] on each of `axes` axes
+    /// (cell centres, so the grid integrates the profile by the midpoint rule).
+    pub fn uniform(axes: usize, n: usize, half_width: f64) -> Result<SpatialGrid, PhysicsError> {
+        if n == 0 {
+            return Err(PhysicsError::invalid("grid points", 0, "must be >= 1"));
+        }
+        positive("grid half_width", half_width)?;
+        let coords: Vec<f64> = (0..n)
+            .map(|i| -half_width + (i as f64 + 0.5) * 2.0 * half_width / n as f64)
+            .collect();
+        Ok(SpatialGrid {
+            axes: vec![coords; axes],
+        })
+    }
+
+    fn positions(&self) -> Vec<Vec<f64>> {
+        let mut out: Vec<Vec<f64>> = vec![Vec::new()];
+        for axis in &self.axes {
+            out = out
+                .iter()
+                .flat_map(|p| {
+                    axis.iter().map(move |&c| {
+                        let mut q = p.clone();
+                        q.push(c);
+                        q
+                    })
+                })
+                .collect();
+        }
+        out
+    }
 }
 
 /// FID acquisition.
@@ -216,6 +293,8 @@ struct Chain {
 struct Task {
     member: usize,
     fragment: usize,
+    /// Index into the spatial grid's positions.
+    position: usize,
     fixed: Vec<FixedStep>,
     /// Amplitude family of each pulse block.
     families: Vec<usize>,
@@ -276,6 +355,8 @@ pub struct Simulator {
     steps: Vec<StepKind>,
     /// Coherence orders kept by each filter step.
     filters: Vec<Vec<i32>>,
+    /// Spatial-grid positions (one position at the origin without a grid).
+    positions: Vec<Vec<f64>>,
     tasks: Vec<Task>,
 }
 
@@ -383,6 +464,7 @@ impl Simulator {
             prepared: None,
             steps: Vec::new(),
             filters: Vec::new(),
+            positions: vec![Vec::new()],
             tasks: Vec::new(),
         })
     }
@@ -407,9 +489,30 @@ impl Simulator {
         &self.members
     }
 
-    /// Number of simulation tasks (members × fragments).
+    /// Number of simulation tasks (fragments × members × grid positions).
     pub fn task_count(&self) -> usize {
-        self.members.len() * self.fragments.len()
+        self.members.len() * self.fragments.len() * self.positions.len()
+    }
+
+    /// Simulates slice-selective pulses over this grid from now on (the signal of a member is
+    /// the mean over its positions). Tables are shared between positions that see the same
+    /// offset, so a 2-D grid of n×n needs only about 2n tables per fragment.
+    pub fn set_spatial_grid(&mut self, grid: &SpatialGrid) -> Result<(), PhysicsError> {
+        for (a, axis) in grid.axes.iter().enumerate() {
+            if axis.is_empty() {
+                return Err(PhysicsError::invalid(
+                    format!("grid.axes[{a}]"),
+                    "[]",
+                    "needs a coordinate",
+                ));
+            }
+            for &c in axis {
+                finite(format!("grid.axes[{a}]"), c)?;
+            }
+        }
+        self.positions = grid.positions();
+        self.prepared = None;
+        Ok(())
     }
 
     /// Matrix-product work of one loss+gradient: Σ over tasks of steps × 3 products × 8d³.
@@ -418,7 +521,7 @@ impl Simulator {
             .blocks
             .iter()
             .map(|b| match b {
-                Block::Pulse { ux, .. } => ux.len(),
+                Block::Pulse { ux, .. } | Block::SlicePulse { ux, .. } => ux.len(),
                 _ => 1,
             })
             .sum();
@@ -450,7 +553,10 @@ impl Simulator {
         }
         for (bi, b) in experiment.blocks.iter().enumerate() {
             match b {
-                Block::Pulse { dt, ux, uy } => {
+                Block::Pulse { dt, ux, uy } | Block::SlicePulse { dt, ux, uy, .. } => {
+                    if let Block::SlicePulse { hz_per_unit, .. } = b {
+                        finite(format!("blocks[{bi}].hz_per_unit"), *hz_per_unit)?;
+                    }
                     positive(format!("blocks[{bi}].dt"), *dt)?;
                     if ux.len() != uy.len() {
                         return Err(PhysicsError::SizeMismatch {
@@ -537,6 +643,17 @@ impl Simulator {
             .iter()
             .map(|b| match b {
                 Block::Pulse { dt, ux, .. } => (0u8, dt.to_bits(), ux.len() as u64),
+                Block::SlicePulse {
+                    dt,
+                    ux,
+                    axis,
+                    hz_per_unit,
+                    ..
+                } => (
+                    6u8,
+                    dt.to_bits() ^ hz_per_unit.to_bits().rotate_left(17),
+                    ((*axis as u64) << 32) | ux.len() as u64,
+                ),
                 Block::Delay { duration } => (1u8, duration.to_bits(), 0),
                 Block::Hard { flip, phase } => (2u8, flip.to_bits(), phase.to_bits()),
                 Block::Filter { orders } => (
@@ -555,15 +672,35 @@ impl Simulator {
 
         // Amplitude families: one per (fragment, dt, B0); cover this experiment's amplitudes.
         let nm = self.members.len();
+        let np = self.positions.len();
         let mut task_families: Vec<Vec<usize>> = Vec::with_capacity(self.task_count());
         let mut need: HashMap<usize, BTreeSet<usize>> = HashMap::new();
         for fi in 0..self.fragments.len() {
             for mi in 0..nm {
-                let member = self.members[mi];
-                let mut fams = Vec::new();
-                for b in &experiment.blocks {
-                    if let Block::Pulse { dt, ux, uy } = b {
-                        let idx = self.family_for(fi, *dt, member.b0_hz, want_b0)?;
+                for pi in 0..np {
+                    let member = self.members[mi];
+                    let mut fams = Vec::new();
+                    for (bi, b) in experiment.blocks.iter().enumerate() {
+                        let Some((dt, ux, uy, gradient)) = b.shaped() else {
+                            continue;
+                        };
+                        let offset = match gradient {
+                            None => 0.0,
+                            Some((axis, hz)) => {
+                                let Some(&u) = self.positions[pi].get(axis) else {
+                                    return Err(PhysicsError::invalid(
+                                        format!("blocks[{bi}].axis"),
+                                        axis,
+                                        format!(
+                                            "the spatial grid has {} axes",
+                                            self.positions[pi].len()
+                                        ),
+                                    ));
+                                };
+                                u * hz
+                            }
+                        };
+                        let idx = self.family_for(fi, dt, member.b0_hz + offset, want_b0)?;
                         let fam = &self.families[idx];
                         let set = need.entry(idx).or_default();
                         for (x, y) in ux.iter().zip(uy) {
@@ -571,8 +708,8 @@ impl Simulator {
                         }
                         fams.push(idx);
                     }
+                    task_families.push(fams);
                 }
-                task_families.push(fams);
             }
         }
         let mut work: Vec<(usize, Vec<usize>)> = need
@@ -607,7 +744,7 @@ impl Simulator {
         let mut filters = Vec::new();
         for b in &experiment.blocks {
             match b {
-                Block::Pulse { ux, .. } => {
+                Block::Pulse { ux, .. } | Block::SlicePulse { ux, .. } => {
                     steps.extend((0..ux.len()).map(|k| StepKind::Segment { pulse, k }));
                     pulse += 1;
                 }
@@ -625,7 +762,7 @@ impl Simulator {
             .blocks
             .iter()
             .filter_map(|b| match b {
-                Block::Pulse { ux, .. } => Some(ux.len()),
+                Block::Pulse { ux, .. } | Block::SlicePulse { ux, .. } => Some(ux.len()),
                 _ => None,
             })
             .collect();
@@ -633,7 +770,7 @@ impl Simulator {
         // Tasks with their fixed propagators.
         let mut tasks = Vec::with_capacity(self.task_count());
         for (ti, fams) in task_families.into_iter().enumerate() {
-            let (fi, mi) = (ti / nm, ti % nm);
+            let (fi, mi, pi) = (ti / (nm * np), (ti / np) % nm, ti % np);
             let f = &self.fragments[fi];
             let member = self.members[mi];
             let mut fixed = Vec::with_capacity(fixed_count);
@@ -660,7 +797,7 @@ impl Simulator {
                             g
                         },
                     }),
-                    Block::Pulse { .. } | Block::Filter { .. } => {}
+                    Block::Pulse { .. } | Block::SlicePulse { .. } | Block::Filter { .. } => {}
                 }
             }
             let energies = f.eig.shifted_energies(member.b0_hz);
@@ -672,6 +809,7 @@ impl Simulator {
             tasks.push(Task {
                 member: mi,
                 fragment: fi,
+                position: pi,
                 fixed,
                 families: fams,
                 freqs,
@@ -732,10 +870,16 @@ impl Simulator {
         if !value.is_finite() {
             return Err(PhysicsError::Numerical(format!("loss is {value}")));
         }
+        let w = 1.0 / self.positions.len() as f64;
         for task in &mut self.tasks {
             let mol = self.fragments[task.fragment].molecule;
-            task.grad_fid
-                .copy_from_slice(grad_signals.fid(task.member, mol));
+            for (g, x) in task
+                .grad_fid
+                .iter_mut()
+                .zip(grad_signals.fid(task.member, mol))
+            {
+                *g = x * w;
+            }
         }
         self.run_gradient(experiment, request.b0);
 
@@ -747,7 +891,7 @@ impl Simulator {
             b0: vec![0.0; self.members.len()],
         };
         for b in &experiment.blocks {
-            if let Block::Pulse { ux, .. } = b {
+            if let Some((_, ux, _, _)) = b.shaped() {
                 g.ux.push(vec![0.0; ux.len()]);
                 g.uy.push(vec![0.0; ux.len()]);
             }
@@ -768,12 +912,12 @@ impl Simulator {
     }
 
     /// The state ρ_N at the end of the last block for (member, fragment index in simulation
-    /// order) in the bit-string basis of [`SpinOperators::new`], valid after a call to
-    /// `simulate` or `loss_and_gradient`.
+    /// order) in the bit-string basis of [`SpinOperators::new`], at the first grid position,
+    /// valid after a call to `simulate` or `loss_and_gradient`.
     pub fn final_state(&self, member: usize, fragment: usize) -> Option<CMat> {
         self.tasks
             .iter()
-            .find(|t| t.member == member && t.fragment == fragment)
+            .find(|t| t.member == member && t.fragment == fragment && t.position == 0)
             .map(|t| self.fragments[fragment].ops.to_bit_order(&t.rho_n))
     }
 
@@ -788,7 +932,8 @@ impl Simulator {
         self.fragments.get(fragment).map(|f| f.molecule)
     }
 
-    /// The line list of one (member, fragment) after the last simulation: every single-quantum
+    /// The line list of one (member, fragment) at the first grid position after the last
+    /// simulation: every single-quantum
     /// transition of H0 + Δν0 Fz with its frequency (Hz, rotating frame) and complex amplitude
     /// at t = 0 (weighted and normalized like the FID, before line broadening). The FID is
     /// exactly Σ amplitude·e^{(i2πf − π·lw)t} over these lines.
@@ -796,7 +941,7 @@ impl Simulator {
         let task = self
             .tasks
             .iter()
-            .find(|t| t.member == member && t.fragment == fragment)?;
+            .find(|t| t.member == member && t.fragment == fragment && t.position == 0)?;
         let f = &self.fragments[fragment];
         let w = &f.eig.vectors;
         let mut tmp = CMat::zeros(f.d);
@@ -817,10 +962,11 @@ impl Simulator {
 
     fn collect_signals(&self, points: usize) -> Signals {
         let mut s = Signals::zeros(self.members.len(), self.molecules.len(), points);
+        let w = 1.0 / self.positions.len() as f64;
         for task in &self.tasks {
             let mol = self.fragments[task.fragment].molecule;
             for (o, x) in s.fid_mut(task.member, mol).iter_mut().zip(&task.fid) {
-                *o += x;
+                *o += x * w;
             }
         }
         s
@@ -868,7 +1014,9 @@ fn pulse_controls(experiment: &Experiment) -> Vec<(&[f64], &[f64])> {
         .blocks
         .iter()
         .filter_map(|b| match b {
-            Block::Pulse { ux, uy, .. } => Some((ux.as_slice(), uy.as_slice())),
+            Block::Pulse { ux, uy, .. } | Block::SlicePulse { ux, uy, .. } => {
+                Some((ux.as_slice(), uy.as_slice()))
+            }
             _ => None,
         })
         .collect()

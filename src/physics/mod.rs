@@ -25,6 +25,7 @@ pub mod spin_system;
 
 pub use engine::{
     Acquisition, Block, Experiment, Gradient, GradientRequest, Line, Member, SimOptions, Simulator,
+    SpatialGrid,
 };
 pub use error::PhysicsError;
 pub use signals::{SignalLoss, Signals};

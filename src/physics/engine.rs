@@ -98,9 +98,12 @@ pub enum Block {
     },
 }
 
+/// A shaped pulse's (dt, ux, uy, gradient axis and Hz per unit).
+type ShapedParts<'a> = (f64, &'a [f64], &'a [f64], Option<(usize, f64)>);
+
 impl Block {
     /// (dt, ux, uy, gradient axis and Hz per unit) of a shaped pulse, slice-selective or not.
-    fn shaped(&self) -> Option<(f64, &[f64], &[f64], Option<(usize, f64)>)> {
+    fn shaped(&self) -> Option<ShapedParts<'_>> {
         match self {
             Block::Pulse { dt, ux, uy } => Some((*dt, ux, uy, None)),
             Block::SlicePulse {

@@ -218,9 +218,9 @@ fn gradients_through_slice_pulses_match_finite_differences() {
     let Block::SlicePulse {
         dt,
         ux,
-        uy,
         axis,
         hz_per_unit,
+        ..
     } = pulse
     else {
         unreachable!()

@@ -284,3 +284,106 @@ fn gradients_through_slice_pulses_match_finite_differences() {
         }
     }
 }
+
+/// PRESS with two slice-selective sinc refocusing pulses (ideal 90°), symmetric TE.
+fn press_sinc(te: f64, shape: &Shape, offset_hz: f64) -> Experiment {
+    let peak = shape.peak_for_flip(std::f64::consts::PI).unwrap();
+    let bw = shape.bandwidth_hz().unwrap();
+    let shifted = shape.with_offset(offset_hz).unwrap();
+    let (ux, uy) = shifted.to_controls(peak);
+    let dur = shape.duration();
+    let slice = |axis| Block::SlicePulse {
+        dt: shape.dt,
+        ux: ux.clone(),
+        uy: uy.clone(),
+        axis,
+        hz_per_unit: bw,
+    };
+    Experiment {
+        blocks: vec![
+            Block::Hard {
+                flip: std::f64::consts::FRAC_PI_2,
+                phase: std::f64::consts::FRAC_PI_2,
+            },
+            Block::Filter { orders: vec![-1] },
+            Block::Delay {
+                duration: te / 4.0 - dur / 2.0,
+            },
+            slice(0),
+            Block::Filter { orders: vec![1] },
+            Block::Delay {
+                duration: te / 2.0 - dur,
+            },
+            slice(1),
+            Block::Filter { orders: vec![-1] },
+            Block::Delay {
+                duration: te / 4.0 - dur / 2.0,
+            },
+        ],
+        acquisition: Acquisition {
+            points: 64,
+            dwell: 5e-4,
+            linewidth_hz: 0.0,
+        },
+    }
+}
+
+/// Validation case 4, second half: with real slice-selective refocusing, symmetric PRESS at
+/// TE = 2/J loses most of the lactate CH3 signal (≈ 75–78 % in PubMed 11567573), while ideal
+/// pulses lose nothing (tests/sequences.rs). The mechanism is chemical-shift displacement: in
+/// the parts of the voxel where only one of CH3/CH is refocused by one of the pulses, the J
+/// evolution is inverted (weak-coupling model: remaining fraction (1 − 2δ)² for a displacement
+/// δ of the slice), so the loss depends on the refocusing bandwidth and the field. Checked
+/// here: a clinical-style 6 ms, 4-lobe sinc-Hanning pair at 1.5 T loses 70–85 % (measured
+/// 79.6 %); the loss falls as the bandwidth rises and grows with the field. The loss is measured
+/// against an uncoupled singlet at the CH3 shift with the identical spatial profile.
+#[test]
+fn lactate_loses_most_of_its_signal_at_te_2_over_j_with_sinc_refocusing() {
+    let j = 6.933;
+    let te = 2.0 / j;
+    let carrier = 3.0;
+    let grid = SpatialGrid::uniform(2, 25, 1.2).unwrap();
+    let loss = |f0: f64, duration: f64| -> f64 {
+        let shape = Shape::sinc_hanning(duration, 240, 4).unwrap();
+        // Pulses centred between CH3 and CH, as on a scanner set to the lactate pair.
+        let centre_ppm = (1.3142 + 4.0974) / 2.0;
+        let exp = press_sinc(te, &shape, (centre_ppm - carrier) * f0);
+        // In-phase CH3 integral: Σ Re(amplitude) of the CH3 lines, averaged over the grid.
+        let ch3 = |mol: Molecule| -> f64 {
+            let mut sim = Simulator::new(
+                vec![mol],
+                Field::from_mhz(f0).unwrap(),
+                carrier,
+                vec![Member::NOMINAL],
+                SimOptions::default(),
+            )
+            .unwrap();
+            sim.set_spatial_grid(&grid).unwrap();
+            sim.simulate(&exp).unwrap();
+            sim.lines(0, 0)
+                .unwrap()
+                .iter()
+                .filter(|l| (carrier + l.freq_hz / f0 - 1.3142).abs() < 0.15)
+                .map(|l| l.amplitude.re)
+                .sum()
+        };
+        let l = 1.0 - ch3(library::lactate()) / (3.0 * ch3(singlet(1.3142)));
+        println!(
+            "f0 {f0} MHz, sinc {:.1} ms, BW {:.0} Hz: loss {:.1} %",
+            duration * 1e3,
+            shape.bandwidth_hz().unwrap(),
+            100.0 * l
+        );
+        l
+    };
+    let f15 = 63.87; // 1.5 T
+    let clinical = loss(f15, 6e-3);
+    assert!((0.70..=0.85).contains(&clinical), "loss {clinical}");
+    let wide = loss(f15, 4e-3); // 2 kHz: less displacement
+    assert!(wide < clinical - 0.05, "wider band {wide} vs {clinical}");
+    let three_t = loss(123.2, 6e-3); // twice the displacement
+    assert!(
+        three_t > clinical + 0.05,
+        "3 T {three_t} vs 1.5 T {clinical}"
+    );
+}

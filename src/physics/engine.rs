@@ -935,32 +935,39 @@ impl Simulator {
         self.fragments.get(fragment).map(|f| f.molecule)
     }
 
-    /// The line list of one (member, fragment) at the first grid position after the last
-    /// simulation: every single-quantum
-    /// transition of H0 + Δν0 Fz with its frequency (Hz, rotating frame) and complex amplitude
-    /// at t = 0 (weighted and normalized like the FID, before line broadening). The FID is
-    /// exactly Σ amplitude·e^{(i2πf − π·lw)t} over these lines.
+    /// The line list of one (member, fragment) after the last simulation, averaged over the
+    /// spatial grid like the signal: every single-quantum transition of H0 + Δν0 Fz with its
+    /// frequency (Hz, rotating frame) and complex amplitude at t = 0 (weighted and normalized
+    /// like the FID, before line broadening). The FID is exactly
+    /// Σ amplitude·e^{(i2πf − π·lw)t} over these lines.
     pub fn lines(&self, member: usize, fragment: usize) -> Option<Vec<Line>> {
-        let task = self
-            .tasks
-            .iter()
-            .find(|t| t.member == member && t.fragment == fragment && t.position == 0)?;
-        let f = &self.fragments[fragment];
-        let w = &f.eig.vectors;
+        let f = self.fragments.get(fragment)?;
+        let mut out: Option<Vec<Line>> = None;
+        let w = 1.0 / self.positions.len() as f64;
         let mut tmp = CMat::zeros(f.d);
         let mut rt = CMat::zeros(f.d);
-        gemm(&mut tmp, &task.rho_n, Op::N, w, Op::N);
-        gemm(&mut rt, w, Op::H, &tmp, Op::N);
-        Some(
-            f.transitions
-                .iter()
-                .zip(&task.freqs)
-                .map(|(&(p, q, c), &freq_hz)| Line {
-                    freq_hz,
-                    amplitude: rt[(p, q)] * c * f.norm,
-                })
-                .collect(),
-        )
+        for task in self
+            .tasks
+            .iter()
+            .filter(|t| t.member == member && t.fragment == fragment)
+        {
+            let v = &f.eig.vectors;
+            gemm(&mut tmp, &task.rho_n, Op::N, v, Op::N);
+            gemm(&mut rt, v, Op::H, &tmp, Op::N);
+            let lines = out.get_or_insert_with(|| {
+                task.freqs
+                    .iter()
+                    .map(|&freq_hz| Line {
+                        freq_hz,
+                        amplitude: ZERO,
+                    })
+                    .collect()
+            });
+            for (line, &(p, q, c)) in lines.iter_mut().zip(&f.transitions) {
+                line.amplitude += rt[(p, q)] * c * f.norm * w;
+            }
+        }
+        out
     }
 
     fn collect_signals(&self, points: usize) -> Signals {

@@ -326,11 +326,17 @@ fn check_gradient(case: &Case) -> Result<(), TestCaseError> {
     let (value, grad) = sim
         .loss_and_gradient(&exp, &loss, GradientRequest { b0: true })
         .unwrap();
-    // The forward pass of loss_and_gradient is the forward pass of simulate (bit-identical:
-    // the simulator is documented deterministic).
+    // simulate() propagates whole pulses with precomputed block propagators, the gradient's
+    // forward sweep goes segment by segment: the same model, equal to rounding.
     let signals = sim.simulate(&exp).unwrap();
-    prop_assert_eq!(loss.evaluate(&signals, None).unwrap(), value);
     let scale = loss.scale(case.molecule().proton_count());
+    let forward = loss.evaluate(&signals, None).unwrap();
+    prop_assert!(
+        (forward - value).abs() <= 1e-12 * scale,
+        "{} vs {}",
+        forward,
+        value
+    );
 
     // Shapes: one entry per pulse block, per segment, per member.
     let pulses: Vec<(f64, &Vec<f64>, &Vec<f64>)> = case

@@ -76,3 +76,101 @@ pub fn golden_bench(
         })
     })
 }
+
+/// Result of the basis-set benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasisBenchResult {
+    /// Metabolites simulated.
+    pub metabolites: usize,
+    /// Coupled fragments and singlet groups simulated.
+    pub fragments: usize,
+    /// Grid positions.
+    pub positions: usize,
+    /// Rayon threads.
+    pub threads: usize,
+    /// Seconds for the whole basis set from a new simulator (tables included).
+    pub seconds: f64,
+}
+
+/// The metabolites of the basis benchmark.
+pub const BASIS_METABOLITES: [&str; 10] = [
+    "Glu", "Gln", "GABA", "NAA", "Cr", "PCr", "PCh", "mI", "GSH", "Lac",
+];
+
+/// A PRESS (TE 30 ms) basis set of [`BASIS_METABOLITES`] at 3 T with two slice-selective
+/// sinc-Hanning refocusing pulses (5.2 ms, 4 zero crossings per side, 260 segments) over an
+/// n × n grid spanning ±1.2 slice units, from a new simulator (so the propagator tables are
+/// included in the time).
+pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, PhysicsError> {
+    use crate::physics::{
+        Acquisition, Block, Experiment, Field, Member, SimOptions, Simulator, SpatialGrid, library,
+    };
+    use crate::sequence::shapes::Shape;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let t0 = Instant::now();
+        let molecules = BASIS_METABOLITES
+            .iter()
+            .map(|n| library::by_name(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sim = Simulator::new(
+            molecules,
+            Field::THREE_T,
+            3.0,
+            vec![Member::NOMINAL],
+            SimOptions::default(),
+        )?;
+        sim.set_spatial_grid(&SpatialGrid::uniform(2, n, 1.2)?)?;
+        let shape = Shape::sinc_hanning(5.2e-3, 260, 4)?;
+        let peak = shape.peak_for_flip(std::f64::consts::PI)?;
+        let bw = shape.bandwidth_hz().unwrap_or(1.0);
+        let (ux, uy) = shape.to_controls(peak);
+        let dur = shape.duration();
+        let te = 0.030;
+        let slice = |axis| Block::SlicePulse {
+            dt: shape.dt,
+            ux: ux.clone(),
+            uy: uy.clone(),
+            axis,
+            hz_per_unit: bw,
+        };
+        let exp = Experiment {
+            blocks: vec![
+                Block::Hard {
+                    flip: std::f64::consts::FRAC_PI_2,
+                    phase: std::f64::consts::FRAC_PI_2,
+                },
+                Block::Filter { orders: vec![-1] },
+                Block::Delay {
+                    duration: te / 4.0 - dur / 2.0,
+                },
+                slice(0),
+                Block::Filter { orders: vec![1] },
+                Block::Delay {
+                    duration: te / 2.0 - dur,
+                },
+                slice(1),
+                Block::Filter { orders: vec![-1] },
+                Block::Delay {
+                    duration: te / 4.0 - dur / 2.0,
+                },
+            ],
+            acquisition: Acquisition {
+                points: 2048,
+                dwell: 2.5e-4,
+                linewidth_hz: 1.0,
+            },
+        };
+        sim.simulate(&exp)?;
+        Ok(BasisBenchResult {
+            metabolites: BASIS_METABOLITES.len(),
+            fragments: sim.fragment_count(),
+            positions: n * n,
+            threads,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    })
+}

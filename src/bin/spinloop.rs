@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use spinloop::bench::golden_bench;
+use spinloop::bench::{basis_bench, golden_bench};
 use spinloop::design::golden::{self, Variant};
 use spinloop::design::optimize::{LbfgsOptions, lbfgs};
 use spinloop::physics::{GradientRequest, Molecule, SimOptions, library};
@@ -64,6 +64,10 @@ enum Command {
         /// Amplitude-family interval parameter η (smaller: more, lower-degree intervals).
         #[arg(long, default_value_t = SimOptions::default().family_eta)]
         family_eta: f64,
+        /// Instead: time a PRESS basis set of 10 metabolites with slice-selective sinc
+        /// refocusing over an N×N grid.
+        #[arg(long, value_name = "N")]
+        basis_grid: Option<usize>,
     },
     /// List the built-in metabolite library, or print one molecule in the file format.
     Molecules {
@@ -89,7 +93,21 @@ fn main() -> Result<()> {
             threads,
             evals,
             family_eta,
+            basis_grid,
         } => {
+            if let Some(n) = basis_grid {
+                if n == 0 {
+                    bail!("--basis-grid must be >= 1");
+                }
+                for &t in &threads {
+                    let r = basis_bench(n, t).context("basis benchmark")?;
+                    println!(
+                        "PRESS basis: {} metabolites ({} fragments), {}x{} grid, {} thread(s): {:.2} s",
+                        r.metabolites, r.fragments, n, n, r.threads, r.seconds
+                    );
+                }
+                return Ok(());
+            }
             if evals == 0 {
                 bail!("--evals must be >= 1");
             }

@@ -31,6 +31,7 @@
 //! loss+gradient (1 for a loss alone), plus O(degree·d²) table work.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use num_complex::Complex64 as C64;
 use rayon::prelude::*;
@@ -298,7 +299,8 @@ struct Task {
     fragment: usize,
     /// Index into the spatial grid's positions.
     position: usize,
-    fixed: Vec<FixedStep>,
+    /// Fixed-step propagators, shared by all grid positions of a (fragment, member).
+    fixed: Arc<Vec<FixedStep>>,
     /// Amplitude family of each pulse block.
     families: Vec<usize>,
     /// Transition frequencies (Hz) for this member's B0.
@@ -312,6 +314,59 @@ struct Task {
     grad_uy: Vec<Vec<f64>>,
     grad_b1: f64,
     grad_b0: f64,
+}
+
+impl Task {
+    /// A task whose matrices and buffers are allocated on first use (a large spatial grid has
+    /// many tasks, and most of them never need a costate or an FID of their own).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        member: usize,
+        fragment: usize,
+        position: usize,
+        fixed: Arc<Vec<FixedStep>>,
+        families: Vec<usize>,
+        freqs: Vec<f64>,
+        filters: usize,
+        pulse_lengths: &[usize],
+    ) -> Task {
+        Task {
+            member,
+            fragment,
+            position,
+            fixed,
+            families,
+            freqs,
+            chains: (0..=filters)
+                .map(|_| Chain {
+                    p: CMat::zeros(0),
+                    rho_start: CMat::zeros(0),
+                    lam_start: CMat::zeros(0),
+                })
+                .collect(),
+            rho_n: CMat::zeros(0),
+            fid: Vec::new(),
+            grad_fid: Vec::new(),
+            grad_ux: pulse_lengths.iter().map(|&n| vec![0.0; n]).collect(),
+            grad_uy: pulse_lengths.iter().map(|&n| vec![0.0; n]).collect(),
+            grad_b1: 0.0,
+            grad_b0: 0.0,
+        }
+    }
+
+    /// Sizes the state matrices for dimension d (allocating only the first time).
+    fn ensure_dim(&mut self, d: usize) {
+        for m in self
+            .chains
+            .iter_mut()
+            .flat_map(|c| [&mut c.p, &mut c.rho_start, &mut c.lam_start])
+            .chain(std::iter::once(&mut self.rho_n))
+        {
+            if m.dim() != d {
+                *m = CMat::zeros(d);
+            }
+        }
+    }
 }
 
 /// Per-thread scratch for one dimension.
@@ -771,11 +826,28 @@ impl Simulator {
             .collect();
 
         // Tasks with their fixed propagators.
-        let mut tasks = Vec::with_capacity(self.task_count());
+        let mut tasks: Vec<Task> = Vec::with_capacity(self.task_count());
         for (ti, fams) in task_families.into_iter().enumerate() {
             let (fi, mi, pi) = (ti / (nm * np), (ti / np) % nm, ti % np);
             let f = &self.fragments[fi];
             let member = self.members[mi];
+            if pi > 0 {
+                // Another position of the same (fragment, member): share what does not depend
+                // on the position.
+                let first = &tasks[ti - pi];
+                let (fixed, freqs) = (first.fixed.clone(), first.freqs.clone());
+                tasks.push(Task::new(
+                    mi,
+                    fi,
+                    pi,
+                    fixed,
+                    fams,
+                    freqs,
+                    filters.len(),
+                    &pulse_lengths,
+                ));
+                continue;
+            }
             let mut fixed = Vec::with_capacity(fixed_count);
             for b in &experiment.blocks {
                 match b {
@@ -809,28 +881,16 @@ impl Simulator {
                 .iter()
                 .map(|&(p, q, _)| energies[q] - energies[p])
                 .collect();
-            tasks.push(Task {
-                member: mi,
-                fragment: fi,
-                position: pi,
-                fixed,
-                families: fams,
+            tasks.push(Task::new(
+                mi,
+                fi,
+                pi,
+                Arc::new(fixed),
+                fams,
                 freqs,
-                chains: (0..=filters.len())
-                    .map(|_| Chain {
-                        p: CMat::zeros(f.d),
-                        rho_start: CMat::zeros(f.d),
-                        lam_start: CMat::zeros(f.d),
-                    })
-                    .collect(),
-                rho_n: CMat::zeros(f.d),
-                fid: vec![ZERO; acq.points],
-                grad_fid: vec![ZERO; acq.points],
-                grad_ux: pulse_lengths.iter().map(|&n| vec![0.0; n]).collect(),
-                grad_uy: pulse_lengths.iter().map(|&n| vec![0.0; n]).collect(),
-                grad_b1: 0.0,
-                grad_b0: 0.0,
-            });
+                filters.len(),
+                &pulse_lengths,
+            ));
         }
         self.tasks = tasks;
         self.steps = steps;
@@ -842,8 +902,85 @@ impl Simulator {
     /// Simulates every member × molecule FID.
     pub fn simulate(&mut self, experiment: &Experiment) -> Result<Signals, PhysicsError> {
         self.prepare(experiment, false)?;
-        self.run_forward(experiment);
+        self.run_forward_shared(experiment);
         Ok(self.collect_signals(experiment.acquisition.points))
+    }
+
+    /// Forward-only simulation that computes each shaped pulse's propagator once per distinct
+    /// (table, B1 scale) — i.e. once per slice offset, not once per grid position — and then
+    /// propagates every task block by block. Results equal the segment-by-segment sweep to
+    /// rounding.
+    fn run_forward_shared(&mut self, experiment: &Experiment) {
+        let pulses = pulse_controls(experiment);
+        // Distinct (family, pulse, b1) keys in first-seen task order.
+        let mut keys: Vec<(usize, usize, u64)> = Vec::new();
+        let mut index: HashMap<(usize, usize, u64), usize> = HashMap::new();
+        let mut task_blocks: Vec<Vec<usize>> = Vec::with_capacity(self.tasks.len());
+        for task in &self.tasks {
+            let b1 = self.members[task.member].b1.to_bits();
+            let ids = task
+                .families
+                .iter()
+                .enumerate()
+                .map(|(p, &fam)| {
+                    let key = (fam, p, b1);
+                    *index.entry(key).or_insert_with(|| {
+                        keys.push(key);
+                        keys.len() - 1
+                    })
+                })
+                .collect();
+            task_blocks.push(ids);
+        }
+        let fam_fragment: HashMap<usize, usize> = self
+            .family_index
+            .iter()
+            .map(|(&(fragment, _, _), &i)| (i, fragment))
+            .collect();
+        let props: Vec<CMat> = keys
+            .par_iter()
+            .map_init(ScratchPool::default, |pool, &(fam, p, b1)| {
+                let f = &self.fragments[fam_fragment[&fam]];
+                pulse_propagator(&self.families[fam], pulses[p], f64::from_bits(b1), f, pool)
+            })
+            .collect();
+        let ctx = Ctx {
+            fragments: &self.fragments,
+            families: &self.families,
+            steps: &self.steps,
+            filters: &self.filters,
+            members: &self.members,
+            pulses: &pulses,
+            acq: experiment.acquisition,
+        };
+        let blocks = &experiment.blocks;
+        self.tasks
+            .par_iter_mut()
+            .zip(task_blocks.par_iter())
+            .for_each_init(ScratchPool::default, |pool, (task, ids)| {
+                ctx.forward_blocks(task, blocks, ids, &props, pool);
+            });
+        // The acquisition is the same linear map at every grid position, so each (fragment,
+        // member) acquires once from Σ_positions ρ_N: the first position's task carries that
+        // FID, the others carry zero (signals weight every task by 1/positions).
+        let np = self.positions.len();
+        let groups: Vec<&mut [Task]> = self.tasks.chunks_mut(np).collect();
+        groups
+            .into_par_iter()
+            .for_each_init(ScratchPool::default, |pool, group| {
+                let f = &ctx.fragments[group[0].fragment];
+                let s = pool.get(f.n);
+                s.m.copy_from(&group[0].rho_n);
+                for t in &group[1..] {
+                    s.m.axpy(C64::new(1.0, 0.0), &t.rho_n);
+                }
+                let sum = s.m.clone();
+                group[0].fid.resize(ctx.acq.points, ZERO);
+                ctx.acquire_state(&sum, &group[0].freqs, f, s, &mut group[0].fid);
+                for t in &mut group[1..] {
+                    t.fid.clear();
+                }
+            });
     }
 
     /// Evaluates a loss of the simulated signals (no gradient).
@@ -876,6 +1013,7 @@ impl Simulator {
         let w = 1.0 / self.positions.len() as f64;
         for task in &mut self.tasks {
             let mol = self.fragments[task.fragment].molecule;
+            task.grad_fid.resize(points, ZERO);
             for (g, x) in task
                 .grad_fid
                 .iter_mut()
@@ -1032,6 +1170,36 @@ fn pulse_controls(experiment: &Experiment) -> Vec<(&[f64], &[f64])> {
         .collect()
 }
 
+/// The propagator of a whole shaped pulse, ∏ R_k V_k R_kᴴ, by the rotating-frame sweep.
+fn pulse_propagator(
+    fam: &AmplitudeFamily,
+    (ux, uy): (&[f64], &[f64]),
+    b1: f64,
+    f: &FragmentModel,
+    pool: &mut ScratchPool,
+) -> CMat {
+    let s = pool.get(f.n);
+    let two_n = 2 * f.n as i32;
+    set_identity(&mut s.rho);
+    let mut prev_phi = 0.0;
+    for (&x, &y) in ux.iter().zip(uy) {
+        let (a, phi, _) = polar(b1, x, y);
+        fam.eval(a, &mut s.u);
+        if phi != prev_phi {
+            phase_table(&mut s.phase, prev_phi - phi, f.n);
+            scale_rows_blocks(s.rho.data_mut(), f.d, &f.blocks, &s.phase, two_n);
+        }
+        gemm(&mut s.w, &s.u, Op::N, &s.rho, Op::N);
+        std::mem::swap(&mut s.rho, &mut s.w);
+        prev_phi = phi;
+    }
+    if prev_phi != 0.0 {
+        phase_table(&mut s.phase, prev_phi, f.n);
+        scale_rows_blocks(s.rho.data_mut(), f.d, &f.blocks, &s.phase, two_n);
+    }
+    s.rho.clone()
+}
+
 /// Scratch per spin count, created on first use by each rayon worker split.
 #[derive(Default)]
 struct ScratchPool {
@@ -1089,6 +1257,7 @@ impl Ctx<'_> {
     /// Fixed steps have φ = 0 and V = U.
     fn forward(&self, task: &mut Task, pool: &mut ScratchPool) {
         let f = &self.fragments[task.fragment];
+        task.ensure_dim(f.d);
         let d = f.d;
         let two_n = 2 * f.n as i32;
         let s = pool.get(f.n);
@@ -1133,6 +1302,56 @@ impl Ctx<'_> {
         self.acquire(task, f, s);
     }
 
+    /// Forward propagation block by block with precomputed pulse propagators (`props[ids[p]]`
+    /// for the p-th shaped pulse), then the FID.
+    fn forward_blocks(
+        &self,
+        task: &mut Task,
+        blocks: &[Block],
+        ids: &[usize],
+        props: &[CMat],
+        pool: &mut ScratchPool,
+    ) {
+        let f = &self.fragments[task.fragment];
+        task.ensure_dim(f.d);
+        let d = f.d;
+        let s = pool.get(f.n);
+        let rho0 = &mut task.chains[0].rho_start;
+        rho0.fill_zero();
+        for p in 0..d {
+            rho0[(p, p)] = C64::new(f.m2[p] as f64 / 2.0, 0.0);
+        }
+        set_identity(&mut s.rho);
+        let (mut chain, mut pulse, mut fixed, mut filter) = (0, 0, 0, 0);
+        for b in blocks {
+            let u = match b {
+                Block::Pulse { .. } | Block::SlicePulse { .. } => {
+                    pulse += 1;
+                    &props[ids[pulse - 1]]
+                }
+                Block::Delay { .. } | Block::Hard { .. } => {
+                    fixed += 1;
+                    match &task.fixed[fixed - 1] {
+                        FixedStep::Delay { u, .. } | FixedStep::Hard { u, .. } => u,
+                    }
+                }
+                Block::Filter { .. } => {
+                    self.close_chain(task, f, s, chain, 0.0);
+                    chain += 1;
+                    let next = &mut task.chains[chain].rho_start;
+                    next.copy_from(&task.rho_n);
+                    coherence_mask(next, &f.m2, &self.filters[filter], 1);
+                    filter += 1;
+                    set_identity(&mut s.rho);
+                    continue;
+                }
+            };
+            gemm(&mut s.w, u, Op::N, &s.rho, Op::N);
+            std::mem::swap(&mut s.rho, &mut s.w);
+        }
+        self.close_chain(task, f, s, chain, 0.0);
+    }
+
     /// Ends chain `chain`: rotates the accumulated propagator (in `s.rho`) back to the lab
     /// frame, stores it, and writes ρ_end = P ρ_start Pᴴ into `task.rho_n`.
     fn close_chain(
@@ -1156,8 +1375,21 @@ impl Ctx<'_> {
     /// FID of ρ_N: transitions of H0 + Δν0 Fz in its eigenbasis, summed with a phasor
     /// recurrence re-anchored exactly every 64 points.
     fn acquire(&self, task: &mut Task, f: &FragmentModel, s: &mut Scratch) {
+        task.fid.resize(self.acq.points, ZERO);
+        self.acquire_state(&task.rho_n, &task.freqs, f, s, &mut task.fid);
+    }
+
+    /// FID of a state `rho` with this task's transition frequencies into `fid`.
+    fn acquire_state(
+        &self,
+        rho: &CMat,
+        freqs: &[f64],
+        f: &FragmentModel,
+        s: &mut Scratch,
+        fid: &mut [C64],
+    ) {
         let w = &f.eig.vectors;
-        gemm(&mut s.w, &task.rho_n, Op::N, w, Op::N);
+        gemm(&mut s.w, rho, Op::N, w, Op::N);
         gemm(&mut s.x, w, Op::H, &s.w, Op::N);
         s.amp.clear();
         s.amp.extend(
@@ -1165,7 +1397,7 @@ impl Ctx<'_> {
                 .iter()
                 .map(|&(p, q, c)| s.x[(p, q)] * c * f.norm),
         );
-        s.ph.synthesize(&task.freqs, self.acq, &s.amp, &mut task.fid);
+        s.ph.synthesize(freqs, self.acq, &s.amp, fid);
     }
 
     /// Second sweep: Λ_N from ∂L/∂FID, the costate entering each chain (λ_start = Pᴴλ_end P,

@@ -45,7 +45,7 @@ fn multiplet(ppm: &[f64], spec: &[C64]) -> ((f64, f64), (f64, f64), f64) {
     let pts: Vec<(f64, f64)> = ppm
         .iter()
         .zip(spec)
-        .filter(|(p, _)| (2.88..=3.14).contains(*p))
+        .filter(|(p, _)| (2.88..=3.15).contains(*p))
         .map(|(p, s)| (*p, s.re))
         .collect();
     let peak_in = |lo: f64, hi: f64| {
@@ -58,7 +58,7 @@ fn multiplet(ppm: &[f64], spec: &[C64]) -> ((f64, f64), (f64, f64), f64) {
     };
     let centre = 3.0128;
     let low = peak_in(2.88, centre - 0.03);
-    let high = peak_in(centre + 0.03, 3.14);
+    let high = peak_in(centre + 0.03, 3.15);
     let mid = peak_in(centre - 0.015, centre + 0.015).1;
     (low, high, mid)
 }

@@ -7,6 +7,7 @@ use spinloop::physics::{
     Acquisition, Block, Experiment, Field, GradientRequest, Member, Molecule, Nucleus,
     PhysicsError, SignalLoss, Signals, SimOptions, Simulator, SingletGroup, SpatialGrid, library,
 };
+use spinloop::sequence::builders::{PulseSpec, press};
 use spinloop::sequence::shapes::Shape;
 
 fn singlet(ppm: f64) -> Molecule {
@@ -287,45 +288,24 @@ fn gradients_through_slice_pulses_match_finite_differences() {
 
 /// PRESS with two slice-selective sinc refocusing pulses (ideal 90°), symmetric TE.
 fn press_sinc(te: f64, shape: &Shape, offset_hz: f64) -> Experiment {
-    let peak = shape.peak_for_flip(std::f64::consts::PI).unwrap();
-    let bw = shape.bandwidth_hz().unwrap();
-    let shifted = shape.with_offset(offset_hz).unwrap();
-    let (ux, uy) = shifted.to_controls(peak);
-    let dur = shape.duration();
-    let slice = |axis| Block::SlicePulse {
-        dt: shape.dt,
-        ux: ux.clone(),
-        uy: uy.clone(),
-        axis,
-        hz_per_unit: bw,
+    let slice = |axis| {
+        PulseSpec::slice_selective(shape, std::f64::consts::PI, 0.0, offset_hz, axis).unwrap()
     };
-    Experiment {
-        blocks: vec![
-            Block::Hard {
-                flip: std::f64::consts::FRAC_PI_2,
-                phase: std::f64::consts::FRAC_PI_2,
-            },
-            Block::Filter { orders: vec![-1] },
-            Block::Delay {
-                duration: te / 4.0 - dur / 2.0,
-            },
-            slice(0),
-            Block::Filter { orders: vec![1] },
-            Block::Delay {
-                duration: te / 2.0 - dur,
-            },
-            slice(1),
-            Block::Filter { orders: vec![-1] },
-            Block::Delay {
-                duration: te / 4.0 - dur / 2.0,
-            },
-        ],
-        acquisition: Acquisition {
-            points: 64,
-            dwell: 5e-4,
-            linewidth_hz: 0.0,
-        },
-    }
+    let acq = Acquisition {
+        points: 64,
+        dwell: 5e-4,
+        linewidth_hz: 0.0,
+    };
+    press(
+        te / 2.0,
+        te / 2.0,
+        &PulseSpec::ideal_excitation(),
+        &slice(0),
+        &slice(1),
+        acq,
+    )
+    .unwrap()
+    .experiment
 }
 
 /// Validation case 4, second half: with real slice-selective refocusing, symmetric PRESS at

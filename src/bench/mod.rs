@@ -102,9 +102,8 @@ pub const BASIS_METABOLITES: [&str; 10] = [
 /// n × n grid spanning ±1.2 slice units, from a new simulator (so the propagator tables are
 /// included in the time).
 pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, PhysicsError> {
-    use crate::physics::{
-        Acquisition, Block, Experiment, Field, Member, SimOptions, Simulator, SpatialGrid, library,
-    };
+    use crate::physics::{Acquisition, Field, Member, SimOptions, Simulator, SpatialGrid, library};
+    use crate::sequence::builders::{PulseSpec, press};
     use crate::sequence::shapes::Shape;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -125,45 +124,21 @@ pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, Physics
         )?;
         sim.set_spatial_grid(&SpatialGrid::uniform(2, n, 1.2)?)?;
         let shape = Shape::sinc_hanning(5.2e-3, 260, 4)?;
-        let peak = shape.peak_for_flip(std::f64::consts::PI)?;
-        let bw = shape.bandwidth_hz().unwrap_or(1.0);
-        let (ux, uy) = shape.to_controls(peak);
-        let dur = shape.duration();
-        let te = 0.030;
-        let slice = |axis| Block::SlicePulse {
-            dt: shape.dt,
-            ux: ux.clone(),
-            uy: uy.clone(),
-            axis,
-            hz_per_unit: bw,
-        };
-        let exp = Experiment {
-            blocks: vec![
-                Block::Hard {
-                    flip: std::f64::consts::FRAC_PI_2,
-                    phase: std::f64::consts::FRAC_PI_2,
-                },
-                Block::Filter { orders: vec![-1] },
-                Block::Delay {
-                    duration: te / 4.0 - dur / 2.0,
-                },
-                slice(0),
-                Block::Filter { orders: vec![1] },
-                Block::Delay {
-                    duration: te / 2.0 - dur,
-                },
-                slice(1),
-                Block::Filter { orders: vec![-1] },
-                Block::Delay {
-                    duration: te / 4.0 - dur / 2.0,
-                },
-            ],
-            acquisition: Acquisition {
+        let pi = std::f64::consts::PI;
+        let slice = |axis| PulseSpec::slice_selective(&shape, pi, 0.0, 0.0, axis);
+        let seq = press(
+            0.015,
+            0.015,
+            &PulseSpec::ideal_excitation(),
+            &slice(0)?,
+            &slice(1)?,
+            Acquisition {
                 points: 2048,
                 dwell: 2.5e-4,
                 linewidth_hz: 1.0,
             },
-        };
+        )?;
+        let exp = seq.experiment;
         sim.simulate(&exp)?;
         Ok(BasisBenchResult {
             metabolites: BASIS_METABOLITES.len(),

@@ -37,6 +37,21 @@ pub enum PulseSpec {
         /// y controls (Hz).
         uy: Vec<f64>,
     },
+    /// A slice-selective shaped pulse: a waveform played under a gradient along spatial-grid
+    /// axis `axis`, with `hz_per_unit` Hz of offset per unit of grid coordinate (see
+    /// [`Block::SlicePulse`]).
+    Slice {
+        /// Raster (s).
+        dt: f64,
+        /// x controls (Hz).
+        ux: Vec<f64>,
+        /// y controls (Hz).
+        uy: Vec<f64>,
+        /// Grid axis of the slice gradient.
+        axis: usize,
+        /// Offset (Hz) per unit of grid coordinate.
+        hz_per_unit: f64,
+    },
 }
 
 impl PulseSpec {
@@ -96,11 +111,42 @@ impl PulseSpec {
         })
     }
 
+    /// A slice-selective pulse: `shape` scaled to `flip` on resonance, centred at `offset_hz`,
+    /// selecting along grid axis `axis` a slice whose unit is the shape's bandwidth (so grid
+    /// coordinate ±0.5 is the nominal slice edge).
+    pub fn slice_selective(
+        shape: &Shape,
+        flip: f64,
+        phase: f64,
+        offset_hz: f64,
+        axis: usize,
+    ) -> Result<PulseSpec, PhysicsError> {
+        let bw = shape.bandwidth_hz().ok_or_else(|| {
+            PhysicsError::invalid(
+                "slice-selective shape",
+                &shape.name,
+                "has no defined bandwidth (use a sinc, Gaussian or hard shape)",
+            )
+        })?;
+        match PulseSpec::shaped_at(shape, flip, phase, offset_hz)? {
+            PulseSpec::Waveform { dt, ux, uy } => Ok(PulseSpec::Slice {
+                dt,
+                ux,
+                uy,
+                axis,
+                hz_per_unit: bw,
+            }),
+            other => Ok(other),
+        }
+    }
+
     /// Duration (s): 0 for an ideal pulse.
     pub fn duration(&self) -> f64 {
         match self {
             PulseSpec::Ideal { .. } => 0.0,
-            PulseSpec::Waveform { dt, ux, .. } => dt * ux.len() as f64,
+            PulseSpec::Waveform { dt, ux, .. } | PulseSpec::Slice { dt, ux, .. } => {
+                dt * ux.len() as f64
+            }
         }
     }
 
@@ -114,6 +160,19 @@ impl PulseSpec {
                 dt: *dt,
                 ux: ux.clone(),
                 uy: uy.clone(),
+            },
+            PulseSpec::Slice {
+                dt,
+                ux,
+                uy,
+                axis,
+                hz_per_unit,
+            } => Block::SlicePulse {
+                dt: *dt,
+                ux: ux.clone(),
+                uy: uy.clone(),
+                axis: *axis,
+                hz_per_unit: *hz_per_unit,
             },
         }
     }

@@ -295,25 +295,14 @@ pub fn press(
     refocusing2: &PulseSpec,
     acquisition: Acquisition,
 ) -> Result<Sequence, PhysicsError> {
-    check_time("TE1", te1)?;
-    check_time("TE2", te2)?;
-    let mut tl = Timeline::new();
-    let t0 = excitation.duration() / 2.0;
-    tl.pulse("excitation", excitation, t0)?;
-    tl.filter(-1);
-    tl.pulse(
-        "TE1/2 (excitation to first refocusing)",
-        refocusing1,
-        t0 + te1 / 2.0,
+    let experiment = press_layout(
+        te1,
+        te2,
+        excitation,
+        [refocusing1, refocusing2],
+        None,
+        acquisition,
     )?;
-    tl.filter(1);
-    tl.pulse(
-        "(TE1+TE2)/2 (between the refocusing pulses)",
-        refocusing2,
-        t0 + te1 + te2 / 2.0,
-    )?;
-    tl.filter(-1);
-    tl.delay_until("TE2/2 (second refocusing to echo)", t0 + te1 + te2)?;
     Ok(Sequence {
         name: format!(
             "PRESS TE {:.1} ms (TE1 {:.1}, TE2 {:.1})",
@@ -322,7 +311,7 @@ pub fn press(
             te2 * 1e3
         ),
         te: te1 + te2,
-        experiment: tl.finish(acquisition),
+        experiment,
     })
 }
 
@@ -341,6 +330,32 @@ pub fn mega_press(
     editing: &PulseSpec,
     acquisition: Acquisition,
 ) -> Result<Sequence, PhysicsError> {
+    let experiment = press_layout(
+        te1,
+        te2,
+        excitation,
+        [refocusing1, refocusing2],
+        Some(editing),
+        acquisition,
+    )?;
+    Ok(Sequence {
+        name: format!("MEGA-PRESS TE {:.1} ms", (te1 + te2) * 1e3),
+        te: te1 + te2,
+        experiment,
+    })
+}
+
+/// The PRESS timeline shared by [`press`] and [`mega_press`]: pulses at their centre times,
+/// pathway filters −1 → +1 → −1 after excitation and refocusing, and (for MEGA) the editing
+/// pulses midway in each half of the second echo period.
+fn press_layout(
+    te1: f64,
+    te2: f64,
+    excitation: &PulseSpec,
+    [refocusing1, refocusing2]: [&PulseSpec; 2],
+    editing: Option<&PulseSpec>,
+    acquisition: Acquisition,
+) -> Result<Experiment, PhysicsError> {
     check_time("TE1", te1)?;
     check_time("TE2", te2)?;
     let mut tl = Timeline::new();
@@ -350,20 +365,20 @@ pub fn mega_press(
     tl.filter(-1);
     tl.pulse("TE1/2 (excitation to first refocusing)", refocusing1, r1)?;
     tl.filter(1);
-    tl.pulse("first editing pulse", editing, (r1 + r2) / 2.0)?;
+    if let Some(edit) = editing {
+        tl.pulse("first editing pulse", edit, (r1 + r2) / 2.0)?;
+    }
     tl.pulse(
-        "(TE1+TE2)/2 (first editing to second refocusing)",
+        "(TE1+TE2)/2 (between the refocusing pulses)",
         refocusing2,
         r2,
     )?;
     tl.filter(-1);
-    tl.pulse("second editing pulse", editing, (r2 + echo) / 2.0)?;
-    tl.delay_until("second editing pulse to echo", echo)?;
-    Ok(Sequence {
-        name: format!("MEGA-PRESS TE {:.1} ms", (te1 + te2) * 1e3),
-        te: te1 + te2,
-        experiment: tl.finish(acquisition),
-    })
+    if let Some(edit) = editing {
+        tl.pulse("second editing pulse", edit, (r2 + echo) / 2.0)?;
+    }
+    tl.delay_until("TE2/2 (second refocusing to echo)", echo)?;
+    Ok(tl.finish(acquisition))
 }
 
 /// STEAM: 90 – TE/2 – 90 – TM – 90 – TE/2 – acquire, stimulated-echo pathway +1 → 0 → −1

@@ -28,5 +28,6 @@ pub mod bench;
 pub mod design;
 pub mod formats;
 pub mod physics;
+pub mod plot;
 pub mod sequence;
 pub mod spectrum;

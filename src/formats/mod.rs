@@ -2,3 +2,5 @@
 //! field and name the file and the field in their errors.
 
 pub mod bruker;
+pub mod bruker_fid;
+pub mod nifti_mrs;

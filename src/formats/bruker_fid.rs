@@ -1,0 +1,1 @@
+//! Bruker TopSpin raw data (`fid` + `acqus`): reader (in progress).

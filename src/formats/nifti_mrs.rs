@@ -1,0 +1,1 @@
+//! NIfTI-MRS: reader and writer (in progress).

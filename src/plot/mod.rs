@@ -1,0 +1,1 @@
+//! Plots of spectra and waveforms (in progress).

@@ -51,7 +51,27 @@ pub enum PulseSpec {
         axis: usize,
         /// Offset (Hz) per unit of grid coordinate.
         hz_per_unit: f64,
+        /// Where the slice gradient's phase is undone (90° pulses need it; 180° pulses
+        /// between crushers refocus their own).
+        rephase: Rephase,
     },
+}
+
+/// The gradient lobe that undoes the phase a slice-selective pulse's own gradient leaves
+/// across the slice. The lobe has half the pulse's gradient area with the opposite sign (the
+/// rotation is taken to act at the pulse centre), played at twice the slice gradient for a
+/// quarter of the pulse duration (rounded up to whole raster steps): a `Block::SlicePulse`
+/// with zero RF. Its time counts (J evolution and chemical shift run during it), and it sits
+/// outside the pulse, so the pulse stays centred on its nominal time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rephase {
+    /// No lobe (refocusing pulses).
+    None,
+    /// A pre-phasing lobe before the pulse (a pulse that stores transverse magnetization,
+    /// e.g. the second STEAM pulse).
+    Before,
+    /// A rephasing lobe after the pulse (excitation, the third STEAM pulse).
+    After,
 }
 
 impl PulseSpec {
@@ -135,8 +155,68 @@ impl PulseSpec {
                 uy,
                 axis,
                 hz_per_unit: bw,
+                rephase: Rephase::None,
             }),
             other => Ok(other),
+        }
+    }
+
+    /// The same slice-selective pulse with the slice gradient set so that `bandwidth_hz` of
+    /// offset spans one slice unit (e.g. the large-tip FWHM of [`Shape::profile_fwhm_hz`]);
+    /// other pulses are returned unchanged.
+    pub fn with_slice_bandwidth(mut self, bandwidth_hz: f64) -> Result<PulseSpec, PhysicsError> {
+        positive("slice bandwidth_hz", bandwidth_hz)?;
+        if let PulseSpec::Slice { hz_per_unit, .. } = &mut self {
+            *hz_per_unit = bandwidth_hz;
+        }
+        Ok(self)
+    }
+
+    /// The same pulse with its slice gradient rephased as `rephase` says (slice-selective
+    /// pulses only; other pulses are returned unchanged).
+    pub fn with_rephase(mut self, rephase: Rephase) -> PulseSpec {
+        if let PulseSpec::Slice { rephase: r, .. } = &mut self {
+            *r = rephase;
+        }
+        self
+    }
+
+    /// The gradient lobe of a rephased slice-selective pulse, if any.
+    fn lobe(&self) -> Option<(Rephase, Block)> {
+        match self {
+            PulseSpec::Slice {
+                dt,
+                ux,
+                axis,
+                hz_per_unit,
+                rephase,
+                ..
+            } if *rephase != Rephase::None && !ux.is_empty() => {
+                let n = ux.len();
+                let m = n.div_ceil(4);
+                Some((
+                    *rephase,
+                    Block::SlicePulse {
+                        dt: *dt,
+                        ux: vec![0.0; m],
+                        uy: vec![0.0; m],
+                        axis: *axis,
+                        hz_per_unit: -hz_per_unit * (n as f64 / 2.0) / m as f64,
+                    },
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Durations (s) of the gradient lobes before and after the pulse.
+    fn lobe_durations(&self) -> (f64, f64) {
+        match self.lobe() {
+            Some((Rephase::Before, Block::SlicePulse { dt, ux, .. })) => {
+                (dt * ux.len() as f64, 0.0)
+            }
+            Some((Rephase::After, Block::SlicePulse { dt, ux, .. })) => (0.0, dt * ux.len() as f64),
+            _ => (0.0, 0.0),
         }
     }
 
@@ -167,6 +247,7 @@ impl PulseSpec {
                 uy,
                 axis,
                 hz_per_unit,
+                ..
             } => Block::SlicePulse {
                 dt: *dt,
                 ux: ux.clone(),
@@ -204,12 +285,21 @@ impl Timeline {
         }
     }
 
-    /// Places `pulse` centred at `centre`, preceded by the delay that gets there.
+    /// Places `pulse` centred at `centre`, preceded by the delay that gets there (and by its
+    /// pre-phasing lobe, or followed by its rephasing lobe, if it has one).
     fn pulse(&mut self, what: &str, pulse: &PulseSpec, centre: f64) -> Result<(), PhysicsError> {
+        let (before, after) = pulse.lobe_durations();
         let start = centre - pulse.duration() / 2.0;
-        self.delay_until(what, start)?;
+        self.delay_until(what, start - before)?;
+        let lobe = pulse.lobe();
+        if let Some((Rephase::Before, b)) = &lobe {
+            self.blocks.push(b.clone());
+        }
         self.blocks.push(pulse.block());
-        self.end = start + pulse.duration();
+        if let Some((Rephase::After, b)) = lobe {
+            self.blocks.push(b);
+        }
+        self.end = start + pulse.duration() + after;
         Ok(())
     }
 

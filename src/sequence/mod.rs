@@ -2,4 +2,5 @@
 //! diagram and compiles to a [`crate::physics::Experiment`].
 
 pub mod builders;
+pub mod protocols;
 pub mod shapes;

@@ -5,6 +5,8 @@
 //! Conventions (DESIGN.md): s\[0\] is halved, S = fftshift(fft(s)) with numpy's sign and no
 //! normalisation; f = fftshift(fftfreq(M, dwell)); ppm = carrier + f/f0\[MHz\].
 
+pub mod basis;
+pub mod compare;
 pub mod fit;
 pub mod processing;
 

@@ -1,5 +1,9 @@
-//! spinloop: the command-line tool. Offline physics for now (`run`, `bench`, `molecules`);
-//! the daemon client arrives with the daemon.
+//! spinloop: the command-line tool. Offline physics and spectroscopy (`run`, `bench`,
+//! `molecules`, `simulate`, `basis`, `fit`, `compare`); the daemon client arrives with the
+//! daemon.
+
+#[path = "spinloop/offline.rs"]
+mod offline;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -69,6 +73,17 @@ enum Command {
         #[arg(long, value_name = "N")]
         basis_grid: Option<usize>,
     },
+    /// Simulate metabolites under a sequence: the mixture FID (NIfTI-MRS, Bruker), spectra
+    /// (CSV) and a plot.
+    Simulate(offline::SimulateArgs),
+    /// Simulate a basis set (one FID per metabolite) for a sequence and field.
+    Basis(offline::BasisArgs),
+    /// Fit a measured spectrum (NIfTI-MRS or Bruker fid/acqus) with a basis set: concentrations,
+    /// CRLBs and the correlation matrix.
+    Fit(offline::FitArgs),
+    /// Glu/Gln CRLBs and correlation for PRESS TE 30, PRESS TE 80 and STEAM TE 10: the
+    /// baseline table optimized pulses must beat.
+    Compare(offline::CompareArgs),
     /// List the built-in metabolite library, or print one molecule in the file format.
     Molecules {
         /// Print this molecule as TOML (the documented spin-system file format).
@@ -139,6 +154,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Simulate(a) => offline::simulate(a),
+        Command::Basis(a) => offline::basis(a),
+        Command::Fit(a) => offline::fit_cmd(a),
+        Command::Compare(a) => offline::compare(a),
         Command::Molecules { show, check } => {
             if let Some(path) = check {
                 let m = Molecule::from_path(&path)

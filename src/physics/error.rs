@@ -47,6 +47,9 @@ pub enum PhysicsError {
         /// The library's names, comma separated.
         known: String,
     },
+    /// A file could not be read or written (the message names the path and the OS error).
+    #[error("I/O error: {0}")]
+    Io(String),
     /// A numerical kernel failed (eigensolver did not converge, non-finite intermediate).
     #[error("numerical failure in {0}")]
     Numerical(String),

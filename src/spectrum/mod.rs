@@ -8,6 +8,7 @@
 pub mod basis;
 pub mod compare;
 pub mod fit;
+pub mod io;
 pub mod processing;
 
 use std::sync::Arc;

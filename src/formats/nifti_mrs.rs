@@ -1271,7 +1271,7 @@ fn parse(raw: &[u8], source: &str) -> Result<NiftiMrs, PhysicsError> {
     let count = checked_product(&dims).map_err(|e| with_source(e, source))?;
     let elem = if double_precision { 16 } else { 8 };
     let available = raw.len() - vox;
-    let need = count.checked_mul(elem).unwrap_or(usize::MAX);
+    let need = count.saturating_mul(elem);
     if available < need {
         return Err(PhysicsError::SizeMismatch {
             what: format!(

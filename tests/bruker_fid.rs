@@ -604,7 +604,7 @@ fn dsp_table_and_group_delay_rules() {
     assert_eq!(dsp_table_group_delay(10, 2048), Some(70.492431640625));
     assert_eq!(dsp_table_group_delay(11, 64), Some(73.0));
     assert_eq!(dsp_table_group_delay(12, 16), Some(71.625));
-    assert_eq!(dsp_table_group_delay(13, 96), Some(2.9947916666666667));
+    assert_eq!(dsp_table_group_delay(13, 96), Some(2.9947916666666665));
     assert_eq!(dsp_table_group_delay(13, 128), None);
     assert_eq!(dsp_table_group_delay(11, 5), None);
     assert_eq!(dsp_table_group_delay(14, 16), None);
@@ -1126,11 +1126,9 @@ proptest! {
         // In memory.
         let lossy = String::from_utf8_lossy(&text).into_owned();
         if let Ok(a) = Acqus::parse(&lossy, "mutated/acqus") {
-            let _ = decode_fid(&bytes, &a, "mutated/fid");
-            if let Ok(g) = group_delay_from_acqus(&a) {
-                if let Ok(raw) = decode_fid(&bytes, &a, "mutated/fid") {
-                    let _ = remove_digital_filter(&raw, g);
-                }
+            let raw = decode_fid(&bytes, &a, "mutated/fid");
+            if let (Ok(g), Ok(raw)) = (group_delay_from_acqus(&a), raw) {
+                let _ = remove_digital_filter(&raw, g);
             }
         }
         // Through files.

@@ -16,7 +16,8 @@
 //! - `##$TD=` counts **real** values: complex points = TD/2.
 //! - Every FID starts on a 1024-byte boundary: TopSpin pads a `fid` file, and every FID of a
 //!   `ser` file, with zeros to the next multiple of 1024 bytes (256 int32 or 128 float64 values;
-//!   Bruker acquisition reference manual, parameter NBL, as quoted in nmrglue `guess_shape`).
+//!   Bruker acquisition reference manual, parameter NBL, as quoted in nmrglue `guess_shape`,
+//!   which notes that it holds for 1D `fid` files too and reads them that way).
 //! - `acqus` is Bruker JCAMP-DX: `##TITLE=`, `##JCAMP-DX=`, `##DATATYPE=`, `##ORIGIN=`,
 //!   `##OWNER=`, `$$` comment lines, then `##$KEY= value` lines in alphabetical order, strings
 //!   in `<...>`, arrays as `##$P= (0..63)` with the values on the following lines, and a final
@@ -27,9 +28,10 @@
 //!   `DW` is per real value, 1/(2·SW_h)).
 //! - Digital filter: the oversampling digital filter of AVANCE consoles delays the signal by a
 //!   (usually fractional) number of points, the *group delay*: the raw FID is ~0 for about
-//!   `GRPDLY` points (≈ 67–76 typically) before the signal starts. `GRPDLY` holds it for
-//!   DSPFVS ≥ 20 firmware (TopSpin ≥ 2); older data (`GRPDLY` absent or −1) need the
-//!   DECIM/DSPFVS table of W. M. Westler and F. Abildgaard, in nmrglue's un-rounded form.
+//!   `GRPDLY` points (≈ 67–76 typically) before the signal starts. Current data record it in
+//!   `GRPDLY`; older data (XWIN-NMR era: `GRPDLY` absent or −1) need the DECIM/DSPFVS table
+//!   of W. M. Westler and F. Abildgaard, in nmrglue's un-rounded form (nmrglue: firmware with
+//!   DSPFVS ≥ 14 needs no table correction).
 //!
 //! # Reader rules
 //! - [`Acqus::parse`]: blank lines are skipped; lines starting with `$$` are comments; every
@@ -45,8 +47,7 @@
 //! - Required parameters: `TD` (even, > 0), `BYTORDA` (0 or 1), `SW_h` (finite, > 0), `SFO1`
 //!   (finite, > 0), `NUC1` (non-empty), and `BF1` or `O1` (the other is derived from
 //!   SFO1 = BF1 + O1·10⁻⁶; when both are given they must agree with SFO1 within 1 Hz).
-//!   `DTYPA` defaults to 0 (int32; nmrglue's default, the only type before DTYPA=2 appeared)
-//!   and must be 0, 1 or 2. `AQ_mod`, when present, must be 1 (qsim) or 3 (DQD): 0 (qf) and 2
+//!   `DTYPA` defaults to 0 (int32, nmrglue's default) and must be 0, 1 or 2. `AQ_mod`, when present, must be 1 (qsim) or 3 (DQD): 0 (qf) and 2
 //!   (qseq) are real-valued acquisitions, refused. `NS`, when present, must be an integer ≥ 0.
 //! - Binary: `<dir>/fid` if it exists, else `<dir>/ser`, whose **first FID** is read (it starts
 //!   at byte 0; the following FIDs, each starting on the next 1024-byte boundary, are ignored).
@@ -140,23 +141,23 @@ const DSP_TABLE: [(i64, &[(i64, f64)]); 4] = [
             (2, 44.75),
             (3, 33.5),
             (4, 66.625),
-            (6, 59.083333333333333),
+            (6, 59.083333333333336),
             (8, 68.5625),
             (12, 60.375),
             (16, 69.53125),
-            (24, 61.020833333333333),
+            (24, 61.020833333333336),
             (32, 70.015625),
             (48, 61.34375),
             (64, 70.2578125),
-            (96, 61.505208333333333),
+            (96, 61.505208333333336),
             (128, 70.37890625),
             (192, 61.5859375),
             (256, 70.439453125),
-            (384, 61.626302083333333),
+            (384, 61.626302083333336),
             (512, 70.4697265625),
             (768, 61.646484375),
             (1024, 70.48486328125),
-            (1536, 61.656575520833333),
+            (1536, 61.656575520833336),
             (2048, 70.492431640625),
         ],
     ),
@@ -166,23 +167,23 @@ const DSP_TABLE: [(i64, &[(i64, f64)]); 4] = [
             (2, 46.0),
             (3, 36.5),
             (4, 48.0),
-            (6, 50.166666666666667),
+            (6, 50.166666666666664),
             (8, 53.25),
             (12, 69.5),
             (16, 72.25),
-            (24, 70.166666666666667),
+            (24, 70.16666666666667),
             (32, 72.75),
             (48, 70.5),
             (64, 73.0),
-            (96, 70.666666666666667),
+            (96, 70.66666666666667),
             (128, 72.5),
-            (192, 71.333333333333333),
+            (192, 71.33333333333333),
             (256, 72.25),
-            (384, 71.666666666666667),
+            (384, 71.66666666666667),
             (512, 72.125),
-            (768, 71.833333333333333),
+            (768, 71.83333333333333),
             (1024, 72.0625),
-            (1536, 71.916666666666667),
+            (1536, 71.91666666666667),
             (2048, 72.03125),
         ],
     ),
@@ -192,23 +193,23 @@ const DSP_TABLE: [(i64, &[(i64, f64)]); 4] = [
             (2, 46.0),
             (3, 36.5),
             (4, 48.0),
-            (6, 50.166666666666667),
+            (6, 50.166666666666664),
             (8, 53.25),
             (12, 69.5),
             (16, 71.625),
-            (24, 70.166666666666667),
+            (24, 70.16666666666667),
             (32, 72.125),
             (48, 70.5),
             (64, 72.375),
-            (96, 70.666666666666667),
+            (96, 70.66666666666667),
             (128, 72.5),
-            (192, 71.333333333333333),
+            (192, 71.33333333333333),
             (256, 72.25),
-            (384, 71.666666666666667),
+            (384, 71.66666666666667),
             (512, 72.125),
-            (768, 71.833333333333333),
+            (768, 71.83333333333333),
             (1024, 72.0625),
-            (1536, 71.916666666666667),
+            (1536, 71.91666666666667),
             (2048, 72.03125),
         ],
     ),
@@ -216,17 +217,17 @@ const DSP_TABLE: [(i64, &[(i64, f64)]); 4] = [
         13,
         &[
             (2, 2.75),
-            (3, 2.8333333333333333),
+            (3, 2.8333333333333335),
             (4, 2.875),
-            (6, 2.9166666666666667),
+            (6, 2.9166666666666665),
             (8, 2.9375),
-            (12, 2.9583333333333333),
+            (12, 2.9583333333333335),
             (16, 2.96875),
-            (24, 2.9791666666666667),
+            (24, 2.9791666666666665),
             (32, 2.984375),
-            (48, 2.9895833333333333),
+            (48, 2.9895833333333335),
             (64, 2.9921875),
-            (96, 2.9947916666666667),
+            (96, 2.9947916666666665),
         ],
     ),
 ];

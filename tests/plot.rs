@@ -268,41 +268,51 @@ fn svg_polylines(svg: &str, stroke: &str) -> Vec<Vec<(f64, f64)>> {
         .collect()
 }
 
-/// The legend box: the rectangle outlined in the legend border grey.
-fn legend_box(svg: &str) -> Option<(f64, f64, f64, f64)> {
+/// The legend boxes: the rectangles outlined in the legend border grey.
+fn legend_boxes(svg: &str) -> Vec<(f64, f64, f64, f64)> {
     svg.split("<rect")
         .skip(1)
         .map(|s| &s[..s.find("/>").unwrap()])
-        .find(|tag| attr_str(tag, "stroke") == Some("#AAAAAA"))
+        .filter(|tag| attr_str(tag, "stroke") == Some("#AAAAAA"))
         .map(|tag| {
             let (x, y) = (attr(tag, "x"), attr(tag, "y"));
             (x, y, x + attr(tag, "width"), y + attr(tag, "height"))
         })
+        .collect()
 }
 
 fn hex((r, g, b): (u8, u8, u8)) -> String {
     format!("#{r:02X}{g:02X}{b:02X}")
 }
 
-/// No vertex of a trace line (lines of more than 10 points: not the legend's samples) lies
-/// inside the legend box.
-fn assert_legend_clear(svg: &str, n_traces: usize) {
-    let (x0, y0, x1, y1) = legend_box(svg).expect("a legend");
-    for c in PALETTE.iter().take(n_traces) {
+/// There are `n_legends` legends and no vertex of a line of the given colours lies inside
+/// one (lines wholly inside a legend are its samples).
+fn assert_legend_clear(svg: &str, colours: &[(u8, u8, u8)], n_legends: usize) {
+    let boxes = legend_boxes(svg);
+    assert_eq!(boxes.len(), n_legends, "legends: {boxes:?}");
+    let inside = |(x, y): (f64, f64), &(x0, y0, x1, y1): &(f64, f64, f64, f64)| {
+        x0 <= x && x <= x1 && y0 <= y && y <= y1
+    };
+    for c in colours {
         for line in svg_polylines(svg, &hex(*c)) {
-            if line.len() <= 10 {
-                continue;
-            }
-            for (x, y) in line {
-                assert!(
-                    !(x0 <= x && x <= x1 && y0 <= y && y <= y1),
-                    "trace {} passes through the legend at ({x}, {y})",
-                    hex(*c)
-                );
+            for b in &boxes {
+                if line.iter().all(|p| inside(*p, b)) {
+                    continue;
+                }
+                for p in &line {
+                    assert!(
+                        !inside(*p, b),
+                        "a {} line passes through the legend {b:?} at {p:?}",
+                        hex(*c)
+                    );
+                }
             }
         }
     }
 }
+
+/// The colours of the waveform plot's lines: ux, uy, |B1|, phase.
+const WAVE_COLOURS: [(u8, u8, u8); 4] = [PALETTE[0], PALETTE[1], (60, 60, 60), PALETTE[2]];
 
 fn assert_invalid(r: Result<impl std::fmt::Debug, PlotError>, what: &str) {
     match r {
@@ -366,7 +376,7 @@ fn spectrum_png_and_svg_files() {
     ] {
         assert!(texts.iter().any(|t| t == want), "{want:?} not in {texts:?}");
     }
-    assert_legend_clear(&text, 2);
+    assert_legend_clear(&text, &PALETTE[..2], 1);
 }
 
 #[test]
@@ -436,13 +446,14 @@ fn legend_moves_or_makes_room_to_stay_off_the_lines() {
     let plot = SpectrumPlot::new("Crowded corners")
         .trace("first trace with a long label", x.clone(), a)
         .trace("second", x, b);
-    assert_legend_clear(&spectrum_svg(&plot).unwrap(), 2);
+    assert_legend_clear(&spectrum_svg(&plot).unwrap(), &PALETTE[..2], 1);
+    write_spectrum(&plot, &temp_dir("crowded").join("crowded.png")).unwrap();
 
     // A single trace has no legend.
     let x = ppm_axis(256);
     let one = SpectrumPlot::new("One").trace("only", x.clone(), spectrum(&x, &[(2.0, 1.0)]));
     let svg = spectrum_svg(&one).unwrap();
-    assert!(legend_box(&svg).is_none());
+    assert!(legend_boxes(&svg).is_empty());
     assert!(!svg_texts(&svg).iter().any(|t| t.2 == "only"));
 }
 
@@ -470,7 +481,7 @@ fn stacked_basis_set() {
         .map(|n| texts.iter().find(|t| t.2 == *n).expect(n).1)
         .collect();
     assert!(label_y.windows(2).all(|w| w[0] < w[1]), "{label_y:?}");
-    assert!(legend_box(&svg).is_none());
+    assert!(legend_boxes(&svg).is_empty());
     // Traces do not overlap: the first trace lies wholly above the second.
     let lowest_of = |c| {
         svg_polylines(&svg, &hex(c))
@@ -510,6 +521,7 @@ fn waveform_png_and_svg_files() {
     assert!(non_white > 5_000 && blue > 300, "{non_white} {blue}");
 
     let text = std::fs::read_to_string(&svg).unwrap();
+    assert_legend_clear(&text, &WAVE_COLOURS, 2);
     let texts: Vec<String> = svg_texts(&text).into_iter().map(|t| t.2).collect();
     for want in [
         "Refocusing pulse, 4 ms",
@@ -671,16 +683,24 @@ fn same_input_same_bytes() {
 
 #[test]
 fn other_sizes_render() {
+    let dir = temp_dir("sizes");
     let mut plot = two_trace_plot();
+    let mut wave = waveform_plot();
     for (w, h) in [(320, 240), (800, 500), (2400, 1400)] {
         plot.width = w;
         plot.height = h;
-        let rgb = spectrum_rgb(&plot).unwrap();
-        assert_eq!(rgb.len(), 3 * w as usize * h as usize);
-        assert_legend_clear(&spectrum_svg(&plot).unwrap(), 2);
-        let mut wave = waveform_plot();
         wave.width = w;
         wave.height = h;
-        waveform_rgb(&wave).unwrap();
+        let rgb = spectrum_rgb(&plot).unwrap();
+        assert_eq!(rgb.len(), 3 * w as usize * h as usize);
+        let rgb = waveform_rgb(&wave).unwrap();
+        assert_eq!(rgb.len(), 3 * w as usize * h as usize);
+        write_spectrum(&plot, &dir.join(format!("spectrum-{w}x{h}.png"))).unwrap();
+        write_waveform(&wave, &dir.join(format!("waveform-{w}x{h}.png"))).unwrap();
+        if w >= 800 {
+            // (In a thumbnail the legend may have to cover the lines.)
+            assert_legend_clear(&spectrum_svg(&plot).unwrap(), &PALETTE[..2], 1);
+            assert_legend_clear(&waveform_svg(&wave).unwrap(), &WAVE_COLOURS, 2);
+        }
     }
 }

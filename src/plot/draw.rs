@@ -56,10 +56,11 @@ struct Look {
 
 impl Look {
     fn new((w, h): (u32, u32)) -> Look {
+        // Linear above the reference size; below it text shrinks more slowly than the image,
+        // to stay readable.
+        let r = (f64::from(w) / 1200.0).min(f64::from(h) / 700.0);
         Look {
-            s: (f64::from(w) / 1200.0)
-                .min(f64::from(h) / 700.0)
-                .clamp(0.6, 3.0),
+            s: if r >= 1.0 { r } else { r.sqrt() }.clamp(0.6, 3.0),
         }
     }
     fn px(&self, v: f64) -> i32 {
@@ -151,7 +152,7 @@ fn build<'a, DB: DrawingBackend>(
 ) -> Result<Chart<'a, DB>, PlotError> {
     ChartBuilder::on(area)
         .margin_top(look.px(12.0))
-        .margin_bottom(look.px(8.0))
+        .margin_bottom(look.px(12.0))
         .margin_left(look.px(12.0))
         .margin_right(right)
         .x_label_area_size(x_label_h)
@@ -161,14 +162,19 @@ fn build<'a, DB: DrawingBackend>(
         .map_err(draw_err)
 }
 
-/// The legend's entries and its size in pixels.
+/// The legend: its entries, laid out in a column (or, when a column cannot be kept off the
+/// lines, in one row).
 struct Legend {
     entries: Vec<(String, RGBColor)>,
+    text_w: Vec<i32>,
+    text_h: i32,
     row_h: i32,
     pad: i32,
     sample: i32,
     gap: i32,
-    size: (i32, i32),
+    horizontal: bool,
+    /// No place keeps it off the lines: the background is drawn translucent.
+    over_lines: bool,
 }
 
 impl Legend {
@@ -178,39 +184,79 @@ impl Legend {
         entries: Vec<(String, RGBColor)>,
     ) -> Result<Legend, PlotError> {
         let font = look.legend();
-        let text_w = max_text_width(area, entries.iter().map(|e| e.0.clone()), &font)?;
+        let text_w = entries
+            .iter()
+            .map(|e| text_size(area, &e.0, &font).map(|s| s.0))
+            .collect::<Result<Vec<i32>, PlotError>>()?;
         let text_h = text_size(area, "Ag", &font)?.1;
-        let row_h = (f64::from(text_h) * 1.45).round() as i32;
-        let pad = look.px(10.0);
-        let sample = look.px(34.0);
-        let gap = look.px(10.0);
-        let n = entries.len() as i32;
         Ok(Legend {
-            size: (
-                2 * pad + sample + gap + text_w,
-                2 * pad + n * row_h - (row_h - text_h) / 2,
-            ),
             entries,
-            row_h,
-            pad,
-            sample,
-            gap,
+            text_w,
+            text_h,
+            row_h: (f64::from(text_h) * 1.45).round() as i32,
+            pad: look.px(10.0),
+            sample: look.px(34.0),
+            gap: look.px(10.0),
+            horizontal: false,
+            over_lines: false,
         })
+    }
+
+    /// Width of one entry: sample line, gap, text.
+    fn entry_w(&self, i: usize) -> i32 {
+        self.sample + self.gap + self.text_w[i]
+    }
+
+    fn size(&self) -> (i32, i32) {
+        let n = self.entries.len() as i32;
+        if self.horizontal {
+            let entries: i32 = (0..self.entries.len()).map(|i| self.entry_w(i)).sum();
+            (
+                2 * self.pad + entries + (n - 1).max(0) * 2 * self.gap,
+                2 * self.pad + self.text_h,
+            )
+        } else {
+            let widest = (0..self.entries.len())
+                .map(|i| self.entry_w(i))
+                .max()
+                .unwrap_or(0);
+            (
+                2 * self.pad + widest,
+                2 * self.pad + n * self.row_h - (self.row_h - self.text_h) / 2,
+            )
+        }
     }
 
     fn margin(look: &Look) -> i32 {
         look.px(12.0)
     }
 
-    /// Chooses the corner (and head-room) for lines given in normalised coordinates.
-    fn place(&self, look: &Look, plot: (u32, u32), lines: &[Vec<Pt>]) -> LegendPlace {
-        geom::place_legend(
-            lines,
-            (f64::from(plot.0), f64::from(plot.1)),
-            (f64::from(self.size.0), f64::from(self.size.1)),
-            f64::from(Legend::margin(look)),
-            f64::from(look.px(8.0)),
-        )
+    /// Chooses the layout, corner and head-room for lines given in normalised coordinates
+    /// (a column if it can be kept off the lines, else a row, else a translucent column over
+    /// the lines — only in plots too small for the legend).
+    fn place(&mut self, look: &Look, plot: (u32, u32), lines: &[Vec<Pt>]) -> LegendPlace {
+        for horizontal in [false, true] {
+            self.horizontal = horizontal;
+            let size = self.size();
+            if size.0 + 2 * Legend::margin(look) > plot.0 as i32 {
+                continue;
+            }
+            if let Some(place) = geom::place_legend(
+                lines,
+                (f64::from(plot.0), f64::from(plot.1)),
+                (f64::from(size.0), f64::from(size.1)),
+                f64::from(Legend::margin(look)),
+                f64::from(look.px(8.0)),
+            ) {
+                return place;
+            }
+        }
+        self.horizontal = false;
+        self.over_lines = true;
+        LegendPlace {
+            corner: Corner::UpperRight,
+            headroom: 0.0,
+        }
     }
 
     fn draw<DB: DrawingBackend>(
@@ -221,7 +267,7 @@ impl Legend {
         corner: Corner,
     ) -> Result<(), PlotError> {
         let m = Legend::margin(look);
-        let (w, h) = self.size;
+        let (w, h) = self.size();
         let x0 = match corner {
             Corner::UpperRight => plot_px.0.end - m - w,
             Corner::UpperLeft => plot_px.0.start + m,
@@ -229,7 +275,11 @@ impl Legend {
         let y0 = plot_px.1.start + m;
         root.draw(&Rectangle::new(
             [(x0, y0), (x0 + w, y0 + h)],
-            WHITE.filled(),
+            if self.over_lines {
+                WHITE.mix(0.75).filled()
+            } else {
+                WHITE.filled()
+            },
         ))
         .map_err(draw_err)?;
         root.draw(&Rectangle::new(
@@ -238,9 +288,17 @@ impl Legend {
         ))
         .map_err(draw_err)?;
         let font = look.legend();
+        let mut xs = x0 + self.pad;
         for (i, (label, c)) in self.entries.iter().enumerate() {
-            let cy = y0 + self.pad + self.row_h * i as i32 + self.row_h / 2 - look.px(2.0);
-            let xs = x0 + self.pad;
+            // Text is centred a little above the middle of its row box, as it looks centred.
+            let cy = if self.horizontal {
+                y0 + self.pad + self.text_h / 2 - look.px(2.0)
+            } else {
+                y0 + self.pad + self.row_h * i as i32 + self.row_h / 2 - look.px(2.0)
+            };
+            if !self.horizontal {
+                xs = x0 + self.pad;
+            }
             root.draw(&PathElement::new(
                 vec![(xs, cy), (xs + self.sample, cy)],
                 look.line(*c),
@@ -252,6 +310,7 @@ impl Legend {
                 font.pos(Pos::new(HPos::Left, VPos::Center)),
             ))
             .map_err(draw_err)?;
+            xs += self.entry_w(i) + 2 * self.gap;
         }
         Ok(())
     }
@@ -456,7 +515,7 @@ pub(super) fn spectrum<DB: DrawingBackend>(
 
     let mut y_range = geom::axis_range(p.y_extent.0, p.y_extent.1, 0.05);
     let legend = if !p.stacked && p.traces.len() > 1 {
-        let legend = Legend::new(
+        let mut legend = Legend::new(
             &area,
             &look,
             p.traces
@@ -566,27 +625,34 @@ pub(super) fn spectrum<DB: DrawingBackend>(
 // ---------------------------------------------------------------------------------------------
 // Waveforms
 
-/// A validated waveform plot, as step lines in ms.
+/// A validated waveform plot (times in ms).
 pub(super) struct PreparedWaveform {
     title: String,
     size: (u32, u32),
-    t_ms: f64,
+    dt_ms: f64,
+    ux: Vec<f64>,
+    uy: Vec<f64>,
+    amp: Vec<f64>,
+    amp_max: f64,
+    /// Phase in degrees; `None` where the amplitude is negligible.
+    phase: Vec<Option<f64>>,
+}
+
+/// The lines of a waveform plot.
+struct WaveLines {
     ux: Vec<Pt>,
     uy: Vec<Pt>,
     amp: Vec<Pt>,
-    amp_max: f64,
     phase: Vec<Vec<Pt>>,
 }
 
-/// Step line of piecewise-constant values: (k·dt, v_k) to ((k+1)·dt, v_k), joined.
-fn steps(dt_ms: f64, v: impl Iterator<Item = f64>) -> Vec<Pt> {
-    let mut out = Vec::new();
-    for (k, v) in v.enumerate() {
-        out.push((k as f64 * dt_ms, v));
-        out.push(((k + 1) as f64 * dt_ms, v));
-    }
-    out
-}
+/// Phase steps larger than this (wraps through ±180°, sign flips of the amplitude) break the
+/// phase line instead of being joined by a vertical stroke.
+const PHASE_BREAK_DEG: f64 = 90.0;
+
+/// Segments at least this wide (px) are drawn as steps; narrower ones as a line through the
+/// segment centres (steps that fine only add jaggies).
+const MIN_STEP_PX: f64 = 4.0;
 
 impl PreparedWaveform {
     pub(super) fn new(plot: &WaveformPlot) -> Result<PreparedWaveform, PlotError> {
@@ -621,52 +687,84 @@ impl PreparedWaveform {
                 format!("{n} segments of {dt} s last more than 1e6 s"),
             ));
         }
-        let dt_ms = dt * 1e3;
-        let amps: Vec<f64> = plot
+        let amp: Vec<f64> = plot
             .ux
             .iter()
             .zip(&plot.uy)
             .map(|(x, y)| x.hypot(*y))
             .collect();
-        let amp_max = amps.iter().fold(0.0f64, |m, a| m.max(*a));
+        let amp_max = amp.iter().fold(0.0f64, |m, a| m.max(*a));
         if !amp_max.is_finite() {
             return Err(invalid("ux, uy", "the amplitude |u| overflows"));
         }
-        // Phase, hidden where the amplitude is negligible and broken where it wraps.
+        let phase = (0..n)
+            .map(|k| {
+                (amp_max > 0.0 && amp[k] > 1e-3 * amp_max)
+                    .then(|| plot.uy[k].atan2(plot.ux[k]).to_degrees())
+            })
+            .collect();
+        Ok(PreparedWaveform {
+            title: plot.title.clone(),
+            size,
+            dt_ms: dt * 1e3,
+            ux: plot.ux.clone(),
+            uy: plot.uy.clone(),
+            amp,
+            amp_max,
+            phase,
+        })
+    }
+
+    fn t_ms(&self) -> f64 {
+        self.ux.len() as f64 * self.dt_ms
+    }
+
+    /// The lines, as steps or through the segment centres.
+    fn lines(&self, steps: bool) -> WaveLines {
+        let dt = self.dt_ms;
+        let line = |v: &[f64]| -> Vec<Pt> {
+            if steps {
+                v.iter()
+                    .enumerate()
+                    .flat_map(|(k, &v)| [(k as f64 * dt, v), ((k + 1) as f64 * dt, v)])
+                    .collect()
+            } else {
+                v.iter()
+                    .enumerate()
+                    .map(|(k, &v)| ((k as f64 + 0.5) * dt, v))
+                    .collect()
+            }
+        };
         let mut phase = Vec::new();
         let mut cur: Vec<Pt> = Vec::new();
         let mut last: Option<f64> = None;
-        for k in 0..n {
-            if amps[k] <= 1e-3 * amp_max || amp_max == 0.0 {
-                if !cur.is_empty() {
-                    phase.push(std::mem::take(&mut cur));
-                }
-                last = None;
-                continue;
-            }
-            let ph = plot.uy[k].atan2(plot.ux[k]).to_degrees();
-            if let Some(prev) = last
-                && (ph - prev).abs() > 180.0
-            {
+        for (k, ph) in self.phase.iter().enumerate() {
+            let jump = match (last, ph) {
+                (Some(a), Some(b)) => (a - b).abs() > PHASE_BREAK_DEG,
+                _ => true,
+            };
+            if jump && !cur.is_empty() {
                 phase.push(std::mem::take(&mut cur));
             }
-            cur.push((k as f64 * dt_ms, ph));
-            cur.push(((k + 1) as f64 * dt_ms, ph));
-            last = Some(ph);
+            if let Some(ph) = *ph {
+                if steps {
+                    cur.push((k as f64 * dt, ph));
+                    cur.push(((k + 1) as f64 * dt, ph));
+                } else {
+                    cur.push(((k as f64 + 0.5) * dt, ph));
+                }
+            }
+            last = *ph;
         }
         if !cur.is_empty() {
             phase.push(cur);
         }
-        Ok(PreparedWaveform {
-            title: plot.title.clone(),
-            size,
-            t_ms: n as f64 * dt_ms,
-            ux: steps(dt_ms, plot.ux.iter().copied()),
-            uy: steps(dt_ms, plot.uy.iter().copied()),
-            amp: steps(dt_ms, amps.iter().copied()),
-            amp_max,
+        WaveLines {
+            ux: line(&self.ux),
+            uy: line(&self.uy),
+            amp: line(&self.amp),
             phase,
-        })
+        }
     }
 }
 
@@ -720,13 +818,13 @@ pub(super) fn waveform<DB: DrawingBackend>(
     let (aw, ah) = top.dim_in_pixel();
     let n_x = ((f64::from(aw) / (100.0 * look.s)) as usize).clamp(3, 16);
     let n_y = ((f64::from(ah) / (60.0 * look.s)) as usize).clamp(3, 10);
-    let t = (0.0, p.t_ms);
+    let t = (0.0, p.t_ms());
 
     // Top panel: ux, uy.
     let (lo, hi) =
         p.ux.iter()
             .chain(&p.uy)
-            .fold((0.0f64, 0.0f64), |(lo, hi), &(_, v)| (lo.min(v), hi.max(v)));
+            .fold((0.0f64, 0.0f64), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let mut top_range = geom::axis_range(lo, hi, 0.06);
     // Bottom panel: |u| from zero, phase on the right.
     let mut amp_range = if p.amp_max > 1e-200 {
@@ -753,7 +851,7 @@ pub(super) fn waveform<DB: DrawingBackend>(
 
     // Legends, placed on provisional charts.
     let margin_right = look.px(12.0);
-    let top_legend = Legend::new(
+    let mut top_legend = Legend::new(
         &area,
         &look,
         vec![
@@ -761,7 +859,7 @@ pub(super) fn waveform<DB: DrawingBackend>(
             ("uy (quadrature)".to_string(), UY_COLOUR),
         ],
     )?;
-    let bottom_legend = Legend::new(
+    let mut bottom_legend = Legend::new(
         &area,
         &look,
         vec![
@@ -770,7 +868,7 @@ pub(super) fn waveform<DB: DrawingBackend>(
         ],
     )?;
     let lw = left_w(top_range, amp_range)?;
-    let top_place = {
+    let (top_place, w) = {
         let chart = build(
             &top,
             &look,
@@ -782,11 +880,13 @@ pub(super) fn waveform<DB: DrawingBackend>(
             top_range,
         )?;
         let dims = chart.plotting_area().dim_in_pixel();
+        let steps = f64::from(dims.0) / p.ux.len() as f64 >= MIN_STEP_PX;
+        let w = p.lines(steps);
         let lines = [
-            geom::normalise(&p.ux, t, top_range, false),
-            geom::normalise(&p.uy, t, top_range, false),
+            geom::normalise(&w.ux, t, top_range, false),
+            geom::normalise(&w.uy, t, top_range, false),
         ];
-        top_legend.place(&look, dims, &lines)
+        (top_legend.place(&look, dims, &lines), w)
     };
     let bottom_place = {
         let chart = build(
@@ -800,9 +900,9 @@ pub(super) fn waveform<DB: DrawingBackend>(
             amp_range,
         )?;
         let dims = chart.plotting_area().dim_in_pixel();
-        let mut lines = vec![geom::normalise(&p.amp, t, amp_range, false)];
+        let mut lines = vec![geom::normalise(&w.amp, t, amp_range, false)];
         lines.extend(
-            p.phase
+            w.phase
                 .iter()
                 .map(|piece| geom::normalise(piece, t, phase_range, false)),
         );
@@ -857,13 +957,13 @@ pub(super) fn waveform<DB: DrawingBackend>(
         draw_pieces(
             chart.plotting_area(),
             &look,
-            std::slice::from_ref(&p.ux),
+            std::slice::from_ref(&w.ux),
             UX_COLOUR,
         )?;
         draw_pieces(
             chart.plotting_area(),
             &look,
-            std::slice::from_ref(&p.uy),
+            std::slice::from_ref(&w.uy),
             UY_COLOUR,
         )?;
         let px = chart.plotting_area().get_pixel_range();
@@ -920,13 +1020,13 @@ pub(super) fn waveform<DB: DrawingBackend>(
         draw_pieces(
             chart.plotting_area(),
             &look,
-            std::slice::from_ref(&p.amp),
+            std::slice::from_ref(&w.amp),
             AMP_COLOUR,
         )?;
         draw_pieces(
             chart.secondary_plotting_area(),
             &look,
-            &p.phase,
+            &w.phase,
             PHASE_COLOUR,
         )?;
         let px = chart.plotting_area().get_pixel_range();

@@ -240,30 +240,29 @@ pub(super) fn legend_rect(
 }
 
 /// Chooses the legend place: the upper-right corner if no line enters it, else the upper
-/// left, else upper right with head-room above the data (none if the legend would need more
-/// than 45 % of the height, when it is better to cover some data than squash it).
-/// `lines` are in normalised coordinates for the ranges without head-room.
+/// left, else upper right with head-room above the data; `None` if that would need more than
+/// 45 % of the height. `lines` are in normalised coordinates for the ranges without head-room.
 pub(super) fn place_legend(
     lines: &[Vec<Pt>],
     area: (f64, f64),
     legend: (f64, f64),
     margin: f64,
     pad: f64,
-) -> LegendPlace {
+) -> Option<LegendPlace> {
     for corner in [Corner::UpperRight, Corner::UpperLeft] {
         let r = legend_rect(corner, area, legend, margin, pad);
         if !lines.iter().any(|l| polyline_hits(l, &r)) {
-            return LegendPlace {
+            return Some(LegendPlace {
                 corner,
                 headroom: 0.0,
-            };
+            });
         }
     }
     let need = (margin + legend.1 + 2.0 * pad) / area.1;
-    LegendPlace {
+    (need <= 0.45).then_some(LegendPlace {
         corner: Corner::UpperRight,
-        headroom: if need <= 0.45 { need } else { 0.0 },
-    }
+        headroom: need,
+    })
 }
 
 /// The new top of a range `(bottom, top)` so that `top` lands `headroom` of the height below

@@ -19,11 +19,16 @@
 //!   [`PlotError::InvalidInput`].
 //! - `ppm_range` may be given in either order; lines are clipped exactly at its ends.
 //! - Waveforms are piecewise constant (segment k holds `ux[k]`, `uy[k]` for
-//!   `k·dt ≤ t < (k+1)·dt`, `dt` in seconds) and are drawn as steps. The phase
-//!   `atan2(uy, ux)` is not drawn where `|u| < 1e-3·max|u|` (it is meaningless there) and its
-//!   line is broken where it wraps through ±180°.
+//!   `k·dt ≤ t < (k+1)·dt`, `dt` in seconds) and are drawn as steps when a segment is at least
+//!   4 px wide, otherwise as a line through the segment centres. Top panel: ux and uy (Hz)
+//!   against time (ms); bottom panel: |u| (Hz, left axis) and the phase `atan2(uy, ux)`
+//!   (degrees, right axis). The phase is not drawn where `|u| ≤ 1e-3·max|u|` (it is
+//!   meaningless there) and its line is broken at jumps over 90° (wraps through ±180°, sign
+//!   flips of the amplitude) rather than joined by vertical strokes.
 //! - Legends (more than one trace) are placed in an upper corner that no line crosses; if both
-//!   are crossed, head-room is added above the data so the legend covers nothing. Stacked
+//!   are crossed, head-room is added above the data so the legend covers nothing (in a plot
+//!   too small for that, a one-row legend is tried, and as a last resort a translucent legend
+//!   covers the lines). Stacked
 //!   spectra are labelled at the right of each trace instead of with a legend, and their
 //!   vertical axis has no tick labels (the offsets make values meaningless); every trace is
 //!   drawn on the same scale with its zero line in light grey.

@@ -704,3 +704,120 @@ fn other_sizes_render() {
         }
     }
 }
+
+#[test]
+fn text_is_escaped_and_unicode_drawn() {
+    let x = ppm_axis(128);
+    let mut plot = SpectrumPlot::new("T₂ <fit> & \"µ\" 'test'")
+        .trace("a < b", x.clone(), spectrum(&x, &[(2.0, 1.0)]))
+        .trace("c & d", x.clone(), spectrum(&x, &[(3.0, 1.0)]));
+    plot.y_label = "Magnitude (a.u.)".to_string();
+    let svg = spectrum_svg(&plot).unwrap();
+    let texts: Vec<String> = svg_texts(&svg).into_iter().map(|t| t.2).collect();
+    for want in [plot.title.as_str(), "a < b", "c & d", "Magnitude (a.u.)"] {
+        assert!(texts.iter().any(|t| t == want), "{want:?} not in {texts:?}");
+    }
+    spectrum_rgb(&plot).unwrap();
+}
+
+#[test]
+fn awkward_values_render() {
+    let dir = temp_dir("awkward");
+    let x = ppm_axis(64);
+    let cases: Vec<(Vec<f64>, Vec<f64>)> = vec![
+        (x.clone(), vec![0.0; 64]),
+        (x.clone(), vec![1e-300; 64]),
+        (x.clone(), x.iter().map(|v| 1e-250 * v).collect()),
+        (x.clone(), x.iter().map(|v| 1e300 * v / 5.0).collect()),
+        (x.clone(), vec![-7.5; 64]),
+        (vec![2.0], vec![1.0]),
+        (vec![2.0, 2.0, 2.0], vec![1.0, -1.0, 3.0]),
+        // Not monotonic, crossing the window repeatedly.
+        (
+            (0..200)
+                .map(|i| 2.0 + 3.0 * (i as f64 * 0.1).sin())
+                .collect(),
+            (0..200).map(|i| (i as f64 * 0.37).cos()).collect(),
+        ),
+    ];
+    for (k, (x, y)) in cases.into_iter().enumerate() {
+        for stacked in [false, true] {
+            for range in [None, Some((1.0, 4.0))] {
+                let mut p = SpectrumPlot::new(format!("case {k}"))
+                    .trace("a", x.clone(), y.clone())
+                    .trace("b", x.clone(), y.iter().map(|v| 0.5 * v).collect());
+                p.stacked = stacked;
+                p.ppm_range = range;
+                p.width = 400;
+                p.height = 300;
+                // Either a drawing or an InvalidInput (a window holding no data), never a panic.
+                match spectrum_rgb(&p) {
+                    Ok(rgb) => assert_eq!(rgb.len(), 3 * 400 * 300),
+                    Err(e) => assert_invalid(Err::<(), _>(e), "ppm_range"),
+                }
+                let _ = spectrum_svg(&p);
+                if range.is_none() {
+                    write_spectrum(&p, &dir.join(format!("case{k}-{stacked}.png"))).unwrap();
+                }
+            }
+        }
+    }
+    for (ux, uy) in [
+        (vec![1e300, -1e300], vec![1e300, 0.0]),
+        (vec![1e-300; 3], vec![0.0; 3]),
+        (vec![5.0; 100_000], vec![0.0; 100_000]),
+    ] {
+        let mut w = WaveformPlot::new("w", 1e-6, ux, uy);
+        w.width = 400;
+        w.height = 300;
+        waveform_rgb(&w).unwrap();
+        waveform_svg(&w).unwrap();
+    }
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Random finite data, sizes and windows: a plot or an InvalidInput, never a panic.
+        #[test]
+        fn never_panics(
+            traces in prop::collection::vec(
+                prop::collection::vec((-10.0f64..10.0, -1e6f64..1e6), 1..40), 1..5),
+            range in prop::option::of((-10.0f64..10.0, -10.0f64..10.0)),
+            stacked in any::<bool>(),
+            w in 320u32..700,
+            h in 240u32..500,
+            dt in 1e-7f64..1e-3,
+            wave in prop::collection::vec((-1e4f64..1e4, -1e4f64..1e4), 1..300),
+        ) {
+            let mut p = SpectrumPlot::new("random");
+            for (i, t) in traces.iter().enumerate() {
+                p = p.trace(format!("t{i}"), t.iter().map(|v| v.0).collect(), t.iter().map(|v| v.1).collect());
+            }
+            p.ppm_range = range;
+            p.stacked = stacked;
+            p.width = w;
+            p.height = h;
+            match spectrum_rgb(&p) {
+                Ok(rgb) => prop_assert_eq!(rgb.len(), 3 * w as usize * h as usize),
+                Err(PlotError::InvalidInput { what, .. }) => prop_assert_eq!(what, "ppm_range"),
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+            let _ = spectrum_svg(&p);
+            let mut wp = WaveformPlot::new(
+                "random",
+                dt,
+                wave.iter().map(|v| v.0).collect(),
+                wave.iter().map(|v| v.1).collect(),
+            );
+            wp.width = w;
+            wp.height = h;
+            prop_assert!(waveform_rgb(&wp).is_ok());
+            prop_assert!(waveform_svg(&wp).is_ok());
+        }
+    }
+}

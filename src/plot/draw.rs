@@ -49,18 +49,23 @@ fn check_values(what: &str, v: &[f64]) -> Result<(), PlotError> {
     }
 }
 
-/// Sizes scaled from a 1200×700 reference image.
+/// Sizes scaled from a 1200×700 reference image, and how thick lines are drawn.
 struct Look {
     s: f64,
+    /// Draw thick data lines with a square brush of 1 px lines (raster output) instead of
+    /// plotters' polygon outline, whose even-odd fill leaves holes where a line folds back on
+    /// itself (sharp peaks, dense spectra).
+    brush: bool,
 }
 
 impl Look {
-    fn new((w, h): (u32, u32)) -> Look {
+    fn new((w, h): (u32, u32), brush: bool) -> Look {
         // Linear above the reference size; below it text shrinks more slowly than the image,
         // to stay readable.
         let r = (f64::from(w) / 1200.0).min(f64::from(h) / 700.0);
         Look {
             s: if r >= 1.0 { r } else { r.sqrt() }.clamp(0.6, 3.0),
+            brush,
         }
     }
     fn px(&self, v: f64) -> i32 {
@@ -328,19 +333,33 @@ fn frame<DB: DrawingBackend>(
     .map_err(draw_err)
 }
 
-/// Draws polyline pieces (single points as dots).
+/// Draws polyline pieces (single points as dots) of the chart `area` onto `root`.
 fn draw_pieces<DB: DrawingBackend, CT: CoordTranslate<From = Pt>>(
+    root: &Area<DB>,
     area: &DrawingArea<DB, CT>,
     look: &Look,
     pieces: &[Vec<Pt>],
     c: RGBColor,
 ) -> Result<(), PlotError> {
+    let style = look.line(c);
+    let w = style.stroke_width as i32;
     for piece in pieces {
         if piece.len() == 1 {
             area.draw(&Circle::new(piece[0], look.px(3.0), c.filled()))
                 .map_err(draw_err)?;
+        } else if look.brush && w > 1 {
+            let px: Vec<(i32, i32)> = piece.iter().map(|p| area.map_coordinate(p)).collect();
+            let offsets = -(w - 1) / 2..=w / 2;
+            for dx in offsets.clone() {
+                for dy in offsets.clone() {
+                    let shifted: Vec<(i32, i32)> =
+                        px.iter().map(|&(x, y)| (x + dx, y + dy)).collect();
+                    root.draw(&PathElement::new(shifted, c.stroke_width(1)))
+                        .map_err(draw_err)?;
+                }
+            }
         } else {
-            area.draw(&PathElement::new(piece.clone(), look.line(c)))
+            area.draw(&PathElement::new(piece.clone(), style))
                 .map_err(draw_err)?;
         }
     }
@@ -477,11 +496,13 @@ impl PreparedSpectrum {
     }
 }
 
+/// Draws a spectrum plot; `raster` for bitmap output.
 pub(super) fn spectrum<DB: DrawingBackend>(
     root: &Area<DB>,
     p: &PreparedSpectrum,
+    raster: bool,
 ) -> Result<(), PlotError> {
-    let look = Look::new(p.size);
+    let look = Look::new(p.size, raster);
     let area = title_area(root, &p.title, &look)?;
     let (x_lo, x_hi) = p.x_range;
     let tick_font = look.tick();
@@ -597,7 +618,7 @@ pub(super) fn spectrum<DB: DrawingBackend>(
             .map_err(draw_err)?;
     }
     for t in &p.traces {
-        draw_pieces(chart.plotting_area(), &look, &t.pieces, t.colour)?;
+        draw_pieces(root, chart.plotting_area(), &look, &t.pieces, t.colour)?;
     }
     let px = chart.plotting_area().get_pixel_range();
     frame(root, &px)?;
@@ -800,11 +821,13 @@ const UY_COLOUR: RGBColor = RGBColor(255, 127, 14);
 const AMP_COLOUR: RGBColor = RGBColor(60, 60, 60);
 const PHASE_COLOUR: RGBColor = RGBColor(44, 160, 44);
 
+/// Draws a waveform plot; `raster` for bitmap output.
 pub(super) fn waveform<DB: DrawingBackend>(
     root: &Area<DB>,
     p: &PreparedWaveform,
+    raster: bool,
 ) -> Result<(), PlotError> {
-    let look = Look::new(p.size);
+    let look = Look::new(p.size, raster);
     let area = title_area(root, &p.title, &look)?;
     let (top, bottom) = {
         let (_, h) = area.dim_in_pixel();
@@ -955,12 +978,14 @@ pub(super) fn waveform<DB: DrawingBackend>(
                 .map_err(draw_err)?;
         }
         draw_pieces(
+            root,
             chart.plotting_area(),
             &look,
             std::slice::from_ref(&w.ux),
             UX_COLOUR,
         )?;
         draw_pieces(
+            root,
             chart.plotting_area(),
             &look,
             std::slice::from_ref(&w.uy),
@@ -1018,12 +1043,14 @@ pub(super) fn waveform<DB: DrawingBackend>(
             .draw()
             .map_err(draw_err)?;
         draw_pieces(
+            root,
             chart.plotting_area(),
             &look,
             std::slice::from_ref(&w.amp),
             AMP_COLOUR,
         )?;
         draw_pieces(
+            root,
             chart.secondary_plotting_area(),
             &look,
             &w.phase,

@@ -188,9 +188,9 @@ pub fn write_spectrum(plot: &SpectrumPlot, path: &Path) -> Result<(), PlotError>
     let prepared = draw::PreparedSpectrum::new(plot)?;
     let size = (plot.width, plot.height);
     match format {
-        Format::Png => write_png(path, size, |root| draw::spectrum(root, &prepared)),
+        Format::Png => write_png(path, size, |root| draw::spectrum(root, &prepared, true)),
         Format::Svg => {
-            let svg = render_svg(size, |root| draw::spectrum(root, &prepared))?;
+            let svg = render_svg(size, |root| draw::spectrum(root, &prepared, false))?;
             write_bytes(path, format, svg.as_bytes())
         }
     }
@@ -202,9 +202,9 @@ pub fn write_waveform(plot: &WaveformPlot, path: &Path) -> Result<(), PlotError>
     let prepared = draw::PreparedWaveform::new(plot)?;
     let size = (plot.width, plot.height);
     match format {
-        Format::Png => write_png(path, size, |root| draw::waveform(root, &prepared)),
+        Format::Png => write_png(path, size, |root| draw::waveform(root, &prepared, true)),
         Format::Svg => {
-            let svg = render_svg(size, |root| draw::waveform(root, &prepared))?;
+            let svg = render_svg(size, |root| draw::waveform(root, &prepared, false))?;
             write_bytes(path, format, svg.as_bytes())
         }
     }
@@ -214,7 +214,7 @@ pub fn write_waveform(plot: &WaveformPlot, path: &Path) -> Result<(), PlotError>
 pub fn spectrum_svg(plot: &SpectrumPlot) -> Result<String, PlotError> {
     let prepared = draw::PreparedSpectrum::new(plot)?;
     render_svg((plot.width, plot.height), |root| {
-        draw::spectrum(root, &prepared)
+        draw::spectrum(root, &prepared, false)
     })
 }
 
@@ -222,7 +222,7 @@ pub fn spectrum_svg(plot: &SpectrumPlot) -> Result<String, PlotError> {
 pub fn waveform_svg(plot: &WaveformPlot) -> Result<String, PlotError> {
     let prepared = draw::PreparedWaveform::new(plot)?;
     render_svg((plot.width, plot.height), |root| {
-        draw::waveform(root, &prepared)
+        draw::waveform(root, &prepared, false)
     })
 }
 
@@ -231,7 +231,7 @@ pub fn waveform_svg(plot: &WaveformPlot) -> Result<String, PlotError> {
 pub fn spectrum_rgb(plot: &SpectrumPlot) -> Result<Vec<u8>, PlotError> {
     let prepared = draw::PreparedSpectrum::new(plot)?;
     render_rgb((plot.width, plot.height), |root| {
-        draw::spectrum(root, &prepared)
+        draw::spectrum(root, &prepared, true)
     })
 }
 
@@ -239,7 +239,7 @@ pub fn spectrum_rgb(plot: &SpectrumPlot) -> Result<Vec<u8>, PlotError> {
 pub fn waveform_rgb(plot: &WaveformPlot) -> Result<Vec<u8>, PlotError> {
     let prepared = draw::PreparedWaveform::new(plot)?;
     render_rgb((plot.width, plot.height), |root| {
-        draw::waveform(root, &prepared)
+        draw::waveform(root, &prepared, true)
     })
 }
 

@@ -515,9 +515,9 @@ pub(super) fn spectrum<DB: DrawingBackend>(
             &area,
             p.traces.iter().map(|t| t.label.clone()),
             &look.legend(),
-        )? + look.px(28.0)
+        )? + look.px(36.0)
     } else {
-        look.px(30.0)
+        look.px(40.0)
     };
     let (aw, ah) = area.dim_in_pixel();
     let n_x = ((f64::from(aw) / (100.0 * look.s)) as usize).clamp(3, 16);

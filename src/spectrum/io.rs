@@ -145,15 +145,18 @@ fn carrier_of(n: &NiftiMrs) -> Option<f64> {
 }
 
 /// Reads a measurement: a NIfTI-MRS file (`.nii`, `.nii.gz`; every FID in the file averaged)
-/// or a Bruker experiment directory (`acqus` + `fid`, digital filter removed).
+/// or a Bruker experiment directory (`acqus` + `fid`, digital filter removed; carrier
+/// O1/BF1 ppm, i.e. TopSpin's spectral reference SR taken as 0).
 pub fn read_measurement(path: &Path) -> Result<Measurement, PhysicsError> {
     if path.is_dir() {
         let b = bruker_fid::read_experiment(path)?;
+        // BF1 is the 0-ppm frequency (TopSpin's SR = 0 assumed) and the carrier sits at
+        // O1/BF1 ppm.
         return Ok(Measurement {
+            carrier_ppm: Some(b.carrier_ppm()).filter(|c| c.is_finite()),
             fid: b.fid,
             dwell: b.dwell,
-            f0_mhz: b.spectrometer_mhz,
-            carrier_ppm: None,
+            f0_mhz: b.bf1_mhz,
             averaged: 1,
         });
     }

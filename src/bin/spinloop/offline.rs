@@ -275,7 +275,10 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         println!("NIfTI-MRS written to {}", path.display());
     }
     if let Some(dir) = &a.bruker {
-        bruker_fid::write_experiment(dir, &mix, basis.dwell, basis.f0_mhz, "1H", 0.0)
+        // BF1 = f0 (0 ppm), O1 = carrier·BF1, SFO1 = BF1 + O1: the carrier is O1/BF1 ppm.
+        let o1 = basis.carrier_ppm * basis.f0_mhz;
+        let sfo1 = basis.f0_mhz + o1 * 1e-6;
+        bruker_fid::write_experiment_with_offset(dir, &mix, basis.dwell, sfo1, o1, "1H", 0.0)
             .with_context(|| format!("writing {}", dir.display()))?;
         println!("Bruker experiment written to {}", dir.display());
     }

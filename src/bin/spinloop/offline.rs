@@ -178,7 +178,7 @@ fn plot_spectra(
         plot = plot.trace(label.clone(), ppm.to_vec(), y.clone());
     }
     write_spectrum(&plot, path).with_context(|| format!("plotting {}", path.display()))?;
-    println!("plot written to {}", path.display());
+    eprintln!("plot written to {}", path.display());
     Ok(())
 }
 

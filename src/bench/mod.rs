@@ -97,14 +97,16 @@ pub const BASIS_METABOLITES: [&str; 10] = [
     "Glu", "Gln", "GABA", "NAA", "Cr", "PCr", "PCh", "mI", "GSH", "Lac",
 ];
 
-/// A PRESS (TE 30 ms) basis set of [`BASIS_METABOLITES`] at 3 T with two slice-selective
-/// sinc-Hanning refocusing pulses (5.2 ms, 4 zero crossings per side, 260 segments) over an
-/// n × n grid spanning ±1.2 slice units, from a new simulator (so the propagator tables are
-/// included in the time).
+/// A PRESS (TE 30 ms) basis set of [`BASIS_METABOLITES`] at 3 T with the vendor-like pulses
+/// of [`crate::sequence::protocols::VendorPulses`] (2.6 ms shaped excitation, two 5.2 ms
+/// slice-selective sinc-Hanning refocusing pulses, 260 segments each) over an n × n grid
+/// spanning ±1.2 slice units, from a new simulator (so the propagator tables are included in
+/// the time).
 pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, PhysicsError> {
-    use crate::physics::{Acquisition, Field, Member, SimOptions, Simulator, SpatialGrid, library};
-    use crate::sequence::builders::{PulseSpec, press};
-    use crate::sequence::shapes::Shape;
+    use crate::physics::{Field, library};
+    use crate::sequence::builders::acquisition;
+    use crate::sequence::protocols::{Protocol, PulseStyle};
+    use crate::spectrum::basis::protocol_basis;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -115,34 +117,21 @@ pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, Physics
             .iter()
             .map(|n| library::by_name(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut sim = Simulator::new(
+        let fragments: usize = molecules
+            .iter()
+            .map(|m| m.simulation_fragments().len())
+            .sum();
+        let protocol = Protocol::press_te30(PulseStyle::Vendor).with_grid(n, 1.2);
+        protocol_basis(
             molecules,
             Field::THREE_T,
             3.0,
-            vec![Member::NOMINAL],
-            SimOptions::default(),
+            &protocol,
+            acquisition(2048, 2.5e-4, 1.0)?,
         )?;
-        sim.set_spatial_grid(&SpatialGrid::uniform(2, n, 1.2)?)?;
-        let shape = Shape::sinc_hanning(5.2e-3, 260, 4)?;
-        let pi = std::f64::consts::PI;
-        let slice = |axis| PulseSpec::slice_selective(&shape, pi, 0.0, 0.0, axis);
-        let seq = press(
-            0.015,
-            0.015,
-            &PulseSpec::ideal_excitation(),
-            &slice(0)?,
-            &slice(1)?,
-            Acquisition {
-                points: 2048,
-                dwell: 2.5e-4,
-                linewidth_hz: 1.0,
-            },
-        )?;
-        let exp = seq.experiment;
-        sim.simulate(&exp)?;
         Ok(BasisBenchResult {
             metabolites: BASIS_METABOLITES.len(),
-            fragments: sim.fragment_count(),
+            fragments,
             positions: n * n,
             threads,
             seconds: t0.elapsed().as_secs_f64(),

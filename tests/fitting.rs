@@ -9,25 +9,17 @@
 use num_complex::Complex64 as C64;
 use spinloop::physics::{Field, Member, SimOptions, Simulator, library};
 use spinloop::sequence::builders::{PulseSpec, acquisition, press};
+use spinloop::spectrum::compare::BRAIN_MIXTURE;
 use spinloop::spectrum::fit::{Basis, FitOptions, fit};
 use spinloop::spectrum::processing::NoiseSource;
 
 const POINTS: usize = 2048;
 const DWELL: f64 = 2.5e-4;
 
-/// (name, mM) of the mixture. Cr stands for tCr and PCh for tCho: their partners have the same
-/// spectra within 0.02 ppm, which no fit separates (that is a fact about the data, not the
-/// fitter).
-const MIX: [(&str, f64); 8] = [
-    ("Glu", 11.6),
-    ("Gln", 3.5),
-    ("NAA", 12.0),
-    ("Cr", 8.0),
-    ("PCh", 1.8),
-    ("mI", 6.0),
-    ("GABA", 1.2),
-    ("GSH", 2.0),
-];
+/// (name, mM) of the mixture: the brain-like mixture of `spectrum::compare`. Cr stands for tCr
+/// and PCh for tCho: their partners have the same spectra within 0.02 ppm, which no fit
+/// separates (that is a fact about the data, not the fitter).
+const MIX: [(&str, f64); 8] = BRAIN_MIXTURE;
 
 fn basis() -> Basis {
     let molecules = MIX

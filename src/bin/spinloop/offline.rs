@@ -182,6 +182,22 @@ fn plot_spectra(
     Ok(())
 }
 
+/// A stacked plot of the real spectra of named FIDs over 0.5–4.5 ppm.
+fn plot_stacked(
+    path: &Path,
+    title: &str,
+    ppm: &[f64],
+    names: &[String],
+    fids: &[Vec<C64>],
+) -> Result<()> {
+    let traces = names
+        .iter()
+        .zip(fids)
+        .map(|(n, f)| Ok((n.clone(), spectrum_real(f)?)))
+        .collect::<Result<Vec<_>>>()?;
+    plot_spectra(path, title, ppm, &traces, (0.5, 4.5), true)
+}
+
 /// `spinloop simulate`.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -303,12 +319,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         println!("CSV written to {}", path.display());
     }
     if let Some(path) = &a.plot {
-        let traces = names
-            .iter()
-            .zip(&fids)
-            .map(|(n, f)| Ok((n.clone(), spectrum_real(f)?)))
-            .collect::<Result<Vec<_>>>()?;
-        plot_spectra(path, &sequence.name, &ppm, &traces, (0.5, 4.5), true)?;
+        plot_stacked(path, &sequence.name, &ppm, &names, &fids)?;
     }
     Ok(())
 }
@@ -365,13 +376,7 @@ pub fn basis(a: BasisArgs) -> Result<()> {
             basis.carrier_ppm,
             basis.f0_mhz,
         );
-        let traces = basis
-            .names
-            .iter()
-            .zip(&basis.fids)
-            .map(|(n, f)| Ok((n.clone(), spectrum_real(f)?)))
-            .collect::<Result<Vec<_>>>()?;
-        plot_spectra(path, &sequence.name, &ppm, &traces, (0.5, 4.5), true)?;
+        plot_stacked(path, &sequence.name, &ppm, &basis.names, &basis.fids)?;
     }
     Ok(())
 }

@@ -181,8 +181,9 @@ impl PulseSpec {
         self
     }
 
-    /// The gradient lobe of a rephased slice-selective pulse, if any.
-    fn lobe(&self) -> Option<(Rephase, Block)> {
+    /// The gradient lobe of a rephased slice-selective pulse, if any: where it goes, the block
+    /// and its duration (s).
+    fn lobe(&self) -> Option<(Rephase, Block, f64)> {
         match self {
             PulseSpec::Slice {
                 dt,
@@ -203,20 +204,10 @@ impl PulseSpec {
                         axis: *axis,
                         hz_per_unit: -hz_per_unit * (n as f64 / 2.0) / m as f64,
                     },
+                    dt * m as f64,
                 ))
             }
             _ => None,
-        }
-    }
-
-    /// Durations (s) of the gradient lobes before and after the pulse.
-    fn lobe_durations(&self) -> (f64, f64) {
-        match self.lobe() {
-            Some((Rephase::Before, Block::SlicePulse { dt, ux, .. })) => {
-                (dt * ux.len() as f64, 0.0)
-            }
-            Some((Rephase::After, Block::SlicePulse { dt, ux, .. })) => (0.0, dt * ux.len() as f64),
-            _ => (0.0, 0.0),
         }
     }
 
@@ -288,18 +279,21 @@ impl Timeline {
     /// Places `pulse` centred at `centre`, preceded by the delay that gets there (and by its
     /// pre-phasing lobe, or followed by its rephasing lobe, if it has one).
     fn pulse(&mut self, what: &str, pulse: &PulseSpec, centre: f64) -> Result<(), PhysicsError> {
-        let (before, after) = pulse.lobe_durations();
         let start = centre - pulse.duration() / 2.0;
-        self.delay_until(what, start - before)?;
-        let lobe = pulse.lobe();
-        if let Some((Rephase::Before, b)) = &lobe {
-            self.blocks.push(b.clone());
-        }
+        let (before, after) = match pulse.lobe() {
+            Some((Rephase::Before, block, d)) => (Some((block, d)), None),
+            Some((_, block, d)) => (None, Some((block, d))),
+            None => (None, None),
+        };
+        let lead = before.as_ref().map_or(0.0, |(_, d)| *d);
+        self.delay_until(what, start - lead)?;
+        self.blocks.extend(before.map(|(b, _)| b));
         self.blocks.push(pulse.block());
-        if let Some((Rephase::After, b)) = lobe {
-            self.blocks.push(b);
+        self.end = start + pulse.duration();
+        if let Some((block, d)) = after {
+            self.blocks.push(block);
+            self.end += d;
         }
-        self.end = start + pulse.duration() + after;
         Ok(())
     }
 

@@ -119,6 +119,24 @@ impl VendorPulses {
     }
 }
 
+/// Two slice-selective copies of `shape` at `flip` about x, along grid axes 0 and 1, with the
+/// slice gradient set from the profile the pulse produces (the spin-echo efficiency |β|² when
+/// `refocusing`, |Mxy| otherwise), so the nominal slice is the profile's FWHM.
+fn slice_pair(
+    shape: &Shape,
+    flip: f64,
+    refocusing: bool,
+    rephase: [Rephase; 2],
+) -> Result<[PulseSpec; 2], PhysicsError> {
+    let bandwidth = shape.profile_fwhm_hz(flip, refocusing)?;
+    let slice = |axis: usize| {
+        PulseSpec::slice_selective(shape, flip, 0.0, 0.0, axis)?
+            .with_rephase(rephase[axis])
+            .with_slice_bandwidth(bandwidth)
+    };
+    Ok([slice(0)?, slice(1)?])
+}
+
 /// A sequence protocol: kind, timings and pulse style.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Protocol {
@@ -211,75 +229,54 @@ impl Protocol {
                 Some(VendorPulses::clinical_3t()?)
             }
         };
-        let excitation = |phase: f64| match &vendor {
-            None => Ok(PulseSpec::Ideal {
-                flip: FRAC_PI_2,
-                phase,
-            }),
-            Some(v) => PulseSpec::shaped(&v.excitation, FRAC_PI_2, phase),
+        // 90° about y (Fz → Fx, an upright absorption line).
+        let excitation = match &vendor {
+            None => PulseSpec::ideal_excitation(),
+            Some(v) => PulseSpec::shaped(&v.excitation, FRAC_PI_2, FRAC_PI_2)?,
         };
-        let localizing =
-            |shape: fn(&VendorPulses) -> &Shape, flip: f64, axis: usize, rephase: Rephase| {
-                match &vendor {
-                    None => Ok(PulseSpec::Ideal { flip, phase: 0.0 }),
-                    Some(v) => {
-                        let shape = shape(v);
-                        let bandwidth = shape.profile_fwhm_hz(flip, flip > 0.75 * PI)?;
-                        PulseSpec::slice_selective(shape, flip, 0.0, 0.0, axis)?
-                            .with_rephase(rephase)
-                            .with_slice_bandwidth(bandwidth)
-                    }
-                }
-            };
-        let refocusing = |axis| localizing(|v| &v.refocusing, PI, axis, Rephase::None);
+        let refocusing = || match &vendor {
+            None => Ok([PulseSpec::ideal_refocusing(), PulseSpec::ideal_refocusing()]),
+            Some(v) => slice_pair(&v.refocusing, PI, true, [Rephase::None; 2]),
+        };
         let (mut sequence, slice_axes) = match self.kind {
-            SequenceKind::PulseAcquire => (pulse_acquire(&excitation(FRAC_PI_2)?, acquisition), 0),
-            SequenceKind::SpinEcho { te } => (
-                spin_echo(te, &excitation(FRAC_PI_2)?, &refocusing(0)?, acquisition)?,
-                1,
-            ),
-            SequenceKind::Press { te1, te2 } => (
-                press(
-                    te1,
-                    te2,
-                    &excitation(FRAC_PI_2)?,
-                    &refocusing(0)?,
-                    &refocusing(1)?,
-                    acquisition,
-                )?,
-                2,
-            ),
+            SequenceKind::PulseAcquire => (pulse_acquire(&excitation, acquisition), 0),
+            SequenceKind::SpinEcho { te } => {
+                let [r, _] = refocusing()?;
+                (spin_echo(te, &excitation, &r, acquisition)?, 1)
+            }
+            SequenceKind::Press { te1, te2 } => {
+                let [r1, r2] = refocusing()?;
+                (press(te1, te2, &excitation, &r1, &r2, acquisition)?, 2)
+            }
             SequenceKind::Steam { te, tm } => {
-                let second = localizing(|v| &v.excitation, FRAC_PI_2, 0, Rephase::Before)?;
-                let third = localizing(|v| &v.excitation, FRAC_PI_2, 1, Rephase::After)?;
-                (
-                    steam(
-                        te,
-                        tm,
-                        [&excitation(FRAC_PI_2)?, &second, &third],
-                        acquisition,
+                // The second pulse stores the magnetization (pre-phasing lobe), the third
+                // recalls it (rephasing lobe).
+                let [second, third] = match &vendor {
+                    None => [PulseSpec::ideal_90x(), PulseSpec::ideal_90x()],
+                    Some(v) => slice_pair(
+                        &v.excitation,
+                        FRAC_PI_2,
+                        false,
+                        [Rephase::Before, Rephase::After],
                     )?,
+                };
+                (
+                    steam(te, tm, [&excitation, &second, &third], acquisition)?,
                     2,
                 )
             }
             SequenceKind::MegaPress { te1, te2, edit_ppm } => {
                 let offset = field.offset_hz(edit_ppm, carrier_ppm);
-                let editing = match &vendor {
-                    Some(v) => PulseSpec::shaped_at(&v.editing, PI, 0.0, offset)?,
-                    None => {
-                        PulseSpec::shaped_at(&Shape::gaussian(14e-3, 700, 0.01)?, PI, 0.0, offset)?
-                    }
+                // Editing pulses are shaped with either pulse style: an ideal pulse has no
+                // frequency selectivity.
+                let shape = match &vendor {
+                    Some(v) => v.editing.clone(),
+                    None => VendorPulses::clinical_3t()?.editing,
                 };
+                let editing = PulseSpec::shaped_at(&shape, PI, 0.0, offset)?;
+                let [r1, r2] = refocusing()?;
                 (
-                    mega_press(
-                        te1,
-                        te2,
-                        &excitation(FRAC_PI_2)?,
-                        &refocusing(0)?,
-                        &refocusing(1)?,
-                        &editing,
-                        acquisition,
-                    )?,
+                    mega_press(te1, te2, &excitation, &r1, &r2, &editing, acquisition)?,
                     2,
                 )
             }

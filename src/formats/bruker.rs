@@ -147,8 +147,8 @@ fn strip_comment(value: &str) -> &str {
     }
 }
 
-/// A shortened copy of a line for error messages.
-fn excerpt(line: &str) -> String {
+/// A shortened copy of a line for error messages (shared by the Bruker readers).
+pub(crate) fn excerpt(line: &str) -> String {
     const MAX: usize = 60;
     if line.chars().count() <= MAX {
         line.to_string()

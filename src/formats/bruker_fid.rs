@@ -127,6 +127,7 @@ use std::path::Path;
 use num_complex::Complex64 as C64;
 use rustfft::FftPlanner;
 
+use super::bruker::excerpt;
 use crate::physics::PhysicsError;
 
 /// Every FID in a `fid` or `ser` file starts on a multiple of this many bytes.
@@ -267,17 +268,6 @@ pub struct Acqus {
     entries: Vec<Entry>,
     /// Upper-case key → index into `entries`.
     index: HashMap<String, usize>,
-}
-
-/// A shortened copy of a text for error messages.
-fn excerpt(line: &str) -> String {
-    const MAX: usize = 60;
-    if line.chars().count() <= MAX {
-        line.to_string()
-    } else {
-        let s: String = line.chars().take(MAX).collect();
-        format!("{s}…")
-    }
 }
 
 fn acqus_error(source: &str, line: usize, msg: impl std::fmt::Display) -> PhysicsError {
@@ -601,28 +591,21 @@ impl Acqus {
     /// `##$KEY=` as a number: `Ok(None)` if absent, an error naming the file, line and key if
     /// it is not a number (NaN and infinities parse; callers check the domain).
     pub fn get_f64(&self, key: &str) -> Result<Option<f64>, PhysicsError> {
-        let Some(e) = self.entry(key) else {
-            return Ok(None);
-        };
-        if e.array.is_some() {
-            return Err(acqus_error(
-                &self.source,
-                e.line,
-                format!("##${}= is an array, expected a number", e.key),
-            ));
-        }
-        e.text.trim().parse::<f64>().map(Some).map_err(|_| {
-            acqus_error(
-                &self.source,
-                e.line,
-                format!("##${}= {:?} is not a number", e.key, excerpt(&e.text)),
-            )
-        })
+        self.get_parsed(key, "a number")
     }
 
     /// `##$KEY=` as an integer: `Ok(None)` if absent, an error naming the file, line and key if
     /// it is not an integer.
     pub fn get_i64(&self, key: &str) -> Result<Option<i64>, PhysicsError> {
+        self.get_parsed(key, "an integer")
+    }
+
+    /// `##$KEY=` parsed as `T` (`what` names the expected kind in errors).
+    fn get_parsed<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, PhysicsError> {
         let Some(e) = self.entry(key) else {
             return Ok(None);
         };
@@ -630,14 +613,14 @@ impl Acqus {
             return Err(acqus_error(
                 &self.source,
                 e.line,
-                format!("##${}= is an array, expected an integer", e.key),
+                format!("##${}= is an array, expected {what}", e.key),
             ));
         }
-        e.text.trim().parse::<i64>().map(Some).map_err(|_| {
+        e.text.trim().parse::<T>().map(Some).map_err(|_| {
             acqus_error(
                 &self.source,
                 e.line,
-                format!("##${}= {:?} is not an integer", e.key, excerpt(&e.text)),
+                format!("##${}= {:?} is not {what}", e.key, excerpt(&e.text)),
             )
         })
     }
@@ -1287,8 +1270,8 @@ pub fn write_experiment_with_offset(
     };
     fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
     let acqus_path = dir.join("acqus");
-    fs::write(&acqus_path, acqus).map_err(|e| write_err(&acqus_path, e))?;
+    super::write_atomic(&acqus_path, acqus.as_bytes()).map_err(|e| write_err(&acqus_path, e))?;
     let fid_path = dir.join("fid");
-    fs::write(&fid_path, bytes).map_err(|e| write_err(&fid_path, e))?;
+    super::write_atomic(&fid_path, &bytes).map_err(|e| write_err(&fid_path, e))?;
     Ok(())
 }

@@ -114,7 +114,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use num_complex::Complex64 as C64;
 use serde_json::{Map, Value};
@@ -581,27 +580,7 @@ impl NiftiMrs {
         } else {
             bytes
         };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = dir.join(format!(
-            ".{name}.{}.{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&payload)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        Ok(())
+        super::write_atomic(path, &payload).map_err(io)
     }
 
     /// Reads a `.nii` or `.nii.gz` file (see [`NiftiMrs::from_bytes`]).

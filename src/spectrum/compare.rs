@@ -12,11 +12,8 @@
 //! protocol and not on the particular noise draw. The fitted concentrations of the noisy
 //! spectrum are reported beside them.
 
-use num_complex::Complex64 as C64;
-
-use super::basis::protocol_basis;
-use super::fit::{Basis, FitOptions, FitResult, fit};
-use super::processing::NoiseSource;
+use super::basis::{mixture_fid, protocol_basis};
+use super::fit::{FitOptions, FitResult, fit};
 use super::{SpectrumPlan, ppm_axis};
 use crate::physics::error::positive;
 use crate::physics::{Field, PhysicsError, library};
@@ -112,7 +109,7 @@ pub fn reference_noise_sd(opts: &CompareOptions) -> Result<f64, PhysicsError> {
         &protocol,
         acquisition(opts.points, opts.dwell, opts.linewidth_hz)?,
     )?;
-    let conc = mixture_concentration("NAA");
+    let conc = mixture_concentration("NAA")?;
     let plan = SpectrumPlan::new(opts.points)?;
     let spec = plan.spectrum(&basis.fids[0])?;
     let ppm = ppm_axis(opts.points, opts.dwell, opts.carrier_ppm, opts.field.f0_mhz);
@@ -125,46 +122,12 @@ pub fn reference_noise_sd(opts: &CompareOptions) -> Result<f64, PhysicsError> {
     Ok(peak / opts.snr / (opts.points as f64).sqrt())
 }
 
-fn mixture_concentration(name: &str) -> f64 {
+fn mixture_concentration(name: &str) -> Result<f64, PhysicsError> {
     BRAIN_MIXTURE
         .iter()
         .find(|(n, _)| *n == name)
         .map(|(_, c)| *c)
-        .unwrap_or(0.0)
-}
-
-/// The mixture FID for a basis: Σ c·basis, broadened from the basis linewidth to the
-/// mixture's, with white Gaussian noise of SD `noise_sd` per real component (seeded).
-pub fn mixture_fid(
-    basis: &Basis,
-    concentrations: &[f64],
-    extra_linewidth_hz: f64,
-    noise_sd: f64,
-    seed: u64,
-) -> Result<Vec<C64>, PhysicsError> {
-    if concentrations.len() != basis.fids.len() {
-        return Err(PhysicsError::SizeMismatch {
-            what: "mixture concentrations".into(),
-            expected: basis.fids.len(),
-            got: concentrations.len(),
-        });
-    }
-    let points = basis.fids.first().map_or(0, Vec::len);
-    let mut fid: Vec<C64> = (0..points)
-        .map(|m| {
-            let t = m as f64 * basis.dwell;
-            let decay = (-std::f64::consts::PI * extra_linewidth_hz * t).exp();
-            basis
-                .fids
-                .iter()
-                .zip(concentrations)
-                .map(|(b, c)| b[m] * *c)
-                .sum::<C64>()
-                * decay
-        })
-        .collect();
-    NoiseSource::new(seed).add_to(&mut fid, noise_sd)?;
-    Ok(fid)
+        .ok_or_else(|| PhysicsError::invalid("mixture", name, "not in BRAIN_MIXTURE"))
 }
 
 /// Runs the comparison for `protocols` (each simulated with the brain-mixture basis).

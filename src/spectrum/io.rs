@@ -11,7 +11,6 @@
 //! - A basis set is stacked along dim 5 with tag `DIM_USER_0` and
 //!   `dim_5_header.Metabolite` = the names; `SequenceName` and `EchoTime` (s) describe it.
 
-use std::io::Write;
 use std::path::Path;
 
 use num_complex::Complex64 as C64;
@@ -179,25 +178,20 @@ pub fn read_measurement(path: &Path) -> Result<Measurement, PhysicsError> {
     })
 }
 
-/// Writes a CSV of spectra: `ppm` then, per named FID, `<name>_re,<name>_im` (spectrum: s\[0\]
-/// halved, FFT, fftshift — the DESIGN.md convention).
-pub fn write_spectra_csv(
-    path: &Path,
-    names: &[String],
-    fids: &[Vec<C64>],
-    dwell: f64,
-    f0_mhz: f64,
-    carrier_ppm: f64,
-) -> Result<(), PhysicsError> {
-    let points = fids.first().map_or(0, Vec::len);
+/// Writes a CSV of the spectra of a set of named FIDs on one time grid (a [`Basis`]): `ppm`
+/// then, per FID, `<name>_re,<name>_im` (spectrum: s\[0\] halved, FFT, fftshift — the
+/// DESIGN.md convention).
+pub fn write_spectra_csv(path: &Path, set: &Basis) -> Result<(), PhysicsError> {
+    let points = set.fids.first().map_or(0, Vec::len);
     let plan = SpectrumPlan::new(points)?;
-    let spectra = fids
+    let spectra = set
+        .fids
         .iter()
         .map(|f| plan.spectrum(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let ppm = ppm_axis(points, dwell, carrier_ppm, f0_mhz);
+    let ppm = ppm_axis(points, set.dwell, set.carrier_ppm, set.f0_mhz);
     let mut out = String::from("ppm");
-    for n in names {
+    for n in &set.names {
         out.push_str(&format!(",{n}_re,{n}_im"));
     }
     out.push('\n');
@@ -208,11 +202,12 @@ pub fn write_spectra_csv(
         }
         out.push('\n');
     }
-    write_atomic(path, out.as_bytes())
+    write_file(path, out.as_bytes())
 }
 
-/// Writes a CSV of a fit over the whole axis: ppm, data, model, baseline-free residual (real
-/// parts, after the fit's phase correction is undone from neither — all in the data's phase).
+/// Writes a CSV of a fit over the whole axis: ppm, then data, model and residual (data −
+/// model), each as real and imaginary parts. The model includes the baseline and the fitted
+/// phases, so all three columns are in the data's phase.
 pub fn write_fit_csv(
     path: &Path,
     ppm: &[f64],
@@ -234,18 +229,10 @@ pub fn write_fit_csv(
             ppm[j], data[j].re, data[j].im, result.model[j].re, result.model[j].im, r.re, r.im
         ));
     }
-    write_atomic(path, out.as_bytes())
+    write_file(path, out.as_bytes())
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PhysicsError> {
-    let io = |e: std::io::Error| PhysicsError::Io(format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PhysicsError> {
+    crate::formats::write_atomic(path, bytes)
+        .map_err(|e| PhysicsError::Io(format!("cannot write {}: {e}", path.display())))
 }

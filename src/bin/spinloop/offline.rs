@@ -14,7 +14,7 @@ use spinloop::physics::Field;
 use spinloop::plot::{SpectrumPlot, write_spectrum};
 use spinloop::sequence::builders::{Sequence, acquisition};
 use spinloop::sequence::protocols::{Protocol, PulseStyle, SequenceKind};
-use spinloop::spectrum::basis::{library_molecules, protocol_basis};
+use spinloop::spectrum::basis::{library_molecules, mixture_fid, protocol_basis};
 use spinloop::spectrum::compare::{
     CompareOptions, baseline_protocols, compare_protocols, format_table,
 };
@@ -23,7 +23,7 @@ use spinloop::spectrum::io::{
     basis_from_nifti, basis_to_nifti, fid_to_nifti, read_measurement, write_fit_csv,
     write_spectra_csv,
 };
-use spinloop::spectrum::processing::{NoiseSource, shift_frequency};
+use spinloop::spectrum::processing::shift_frequency;
 use spinloop::spectrum::{SpectrumPlan, ppm_axis};
 
 /// Sequence kinds on the command line.
@@ -58,7 +58,8 @@ pub struct SeqArgs {
     /// Sequence.
     #[arg(long, value_enum, default_value = "press")]
     sequence: SeqName,
-    /// Echo time (ms). PRESS/MEGA: TE1 = 12 ms (or --te1), TE2 = TE − TE1.
+    /// Echo time (ms). PRESS/MEGA: TE1 = --te1, else 12 ms (TE/2 when TE < 24 ms);
+    /// TE2 = TE − TE1.
     #[arg(long, default_value_t = 30.0)]
     te: f64,
     /// PRESS/MEGA first echo period (ms).
@@ -182,22 +183,6 @@ fn plot_spectra(
     Ok(())
 }
 
-/// A stacked plot of the real spectra of named FIDs over 0.5–4.5 ppm.
-fn plot_stacked(
-    path: &Path,
-    title: &str,
-    ppm: &[f64],
-    names: &[String],
-    fids: &[Vec<C64>],
-) -> Result<()> {
-    let traces = names
-        .iter()
-        .zip(fids)
-        .map(|(n, f)| Ok((n.clone(), spectrum_real(f)?)))
-        .collect::<Result<Vec<_>>>()?;
-    plot_spectra(path, title, ppm, &traces, (0.5, 4.5), true)
-}
-
 /// `spinloop simulate`.
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -253,12 +238,7 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
         );
     }
     let points = basis.fids[0].len();
-    let mut mix: Vec<C64> = (0..points)
-        .map(|m| basis.fids.iter().zip(&conc).map(|(f, c)| f[m] * *c).sum())
-        .collect();
-    if a.noise_sd != 0.0 {
-        NoiseSource::new(a.seed).add_to(&mut mix, a.noise_sd)?;
-    }
+    let mix = mixture_fid(&basis, &conc, 0.0, a.noise_sd, a.seed)?;
     println!("{}", sequence.name);
     println!(
         "{} metabolites at {} MHz, carrier {} ppm, {} points x {} us",
@@ -298,28 +278,42 @@ pub fn simulate(a: SimulateArgs) -> Result<()> {
             .with_context(|| format!("writing {}", dir.display()))?;
         println!("Bruker experiment written to {}", dir.display());
     }
-    let mut names = basis.names.clone();
-    let mut fids: Vec<Vec<C64>> = basis
-        .fids
-        .iter()
-        .zip(&conc)
-        .map(|(f, c)| f.iter().map(|s| s * c).collect())
-        .collect();
-    names.push("mixture".into());
-    fids.push(mix);
-    if let Some(path) = &a.csv {
-        write_spectra_csv(
-            path,
-            &names,
-            &fids,
-            basis.dwell,
-            basis.f0_mhz,
-            basis.carrier_ppm,
-        )?;
+    // Every metabolite at its concentration, then the mixture: one set for the CSV and plot.
+    let mut spectra = Basis {
+        names: basis.names.clone(),
+        fids: basis
+            .fids
+            .iter()
+            .zip(&conc)
+            .map(|(f, c)| f.iter().map(|s| s * c).collect())
+            .collect(),
+        ..basis
+    };
+    spectra.names.push("mixture".into());
+    spectra.fids.push(mix);
+    write_outputs(
+        &spectra,
+        &sequence.name,
+        a.csv.as_deref(),
+        a.plot.as_deref(),
+    )
+}
+
+/// The CSV of spectra and the stacked plot (0.5–4.5 ppm) of a set of FIDs, where asked for.
+fn write_outputs(set: &Basis, title: &str, csv: Option<&Path>, plot: Option<&Path>) -> Result<()> {
+    if let Some(path) = csv {
+        write_spectra_csv(path, set)?;
         println!("CSV written to {}", path.display());
     }
-    if let Some(path) = &a.plot {
-        plot_stacked(path, &sequence.name, &ppm, &names, &fids)?;
+    if let Some(path) = plot {
+        let ppm = ppm_axis(set.fids[0].len(), set.dwell, set.carrier_ppm, set.f0_mhz);
+        let traces = set
+            .names
+            .iter()
+            .zip(&set.fids)
+            .map(|(n, f)| Ok((n.clone(), spectrum_real(f)?)))
+            .collect::<Result<Vec<_>>>()?;
+        plot_spectra(path, title, &ppm, &traces, (0.5, 4.5), true)?;
     }
     Ok(())
 }
@@ -358,27 +352,7 @@ pub fn basis(a: BasisArgs) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         println!("basis set written to {}", path.display());
     }
-    if let Some(path) = &a.csv {
-        write_spectra_csv(
-            path,
-            &basis.names,
-            &basis.fids,
-            basis.dwell,
-            basis.f0_mhz,
-            basis.carrier_ppm,
-        )?;
-        println!("CSV written to {}", path.display());
-    }
-    if let Some(path) = &a.plot {
-        let ppm = ppm_axis(
-            basis.fids[0].len(),
-            basis.dwell,
-            basis.carrier_ppm,
-            basis.f0_mhz,
-        );
-        plot_stacked(path, &sequence.name, &ppm, &basis.names, &basis.fids)?;
-    }
-    Ok(())
+    write_outputs(&basis, &sequence.name, a.csv.as_deref(), a.plot.as_deref())
 }
 
 /// `spinloop fit`.

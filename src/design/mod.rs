@@ -4,3 +4,4 @@
 pub mod golden;
 pub mod objectives;
 pub mod optimize;
+pub mod product_operators;

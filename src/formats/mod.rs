@@ -4,6 +4,7 @@
 pub mod bruker;
 pub mod bruker_fid;
 pub mod nifti_mrs;
+pub mod pulseq;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,0 +1,1 @@
+//! Product-operator analysis of density matrices.

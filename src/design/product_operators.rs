@@ -349,24 +349,21 @@ pub fn reconstruct(terms: &[Term], n_spins: usize) -> Result<CMat, PhysicsError>
             f[s] = a.matrix();
         }
         let scale = t.coefficient * 2f64.powi(t.factors.len() as i32 - 1);
-        // B is a Kronecker product with at most two nonzeros per factor row: walk the rows.
-        for r in 0..d {
-            let mut cols: Vec<(usize, C64)> = vec![(0, scale)];
+        // Every factor (E, Ix, Iy, Iz, I+, I−) has at most one nonzero per row, so each row of
+        // the Kronecker product B has at most one: walk it spin by spin.
+        'rows: for r in 0..d {
+            let (mut c, mut z) = (0usize, scale);
             for (j, fj) in f.iter().enumerate() {
-                let rb = (r >> (n_spins - 1 - j)) & 1;
-                let mut next = Vec::with_capacity(cols.len() * 2);
-                for &(c, z) in &cols {
-                    for (cb, &e) in fj[rb].iter().enumerate() {
-                        if e != ZERO {
-                            next.push((2 * c + cb, z * e));
-                        }
+                let row = &fj[(r >> (n_spins - 1 - j)) & 1];
+                match row.iter().position(|&e| e != ZERO) {
+                    Some(cb) => {
+                        c = 2 * c + cb;
+                        z *= row[cb];
                     }
+                    None => continue 'rows,
                 }
-                cols = next;
             }
-            for (c, z) in cols {
-                out[(r, c)] += z;
-            }
+            out[(r, c)] += z;
         }
     }
     Ok(out)

@@ -53,7 +53,7 @@
 //!
 //! # Cost
 //! The coefficients are computed by a fast separable transform (one 4×4 change of basis per
-//! spin applied to the 4^n matrix entries): O(n·4^n) work, about 2·10⁶ complex operations for
+//! spin applied to the 4^n matrix entries): O(n·4^n) work, about 10⁷ complex multiply-adds for
 //! n = 8, with no per-term matrices.
 //!
 //! [`Block::Filter`]: crate::physics::Block::Filter

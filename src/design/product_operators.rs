@@ -45,7 +45,8 @@
 //! [`Term::factors`] holds **0-based** spin indices in the fragment's order (the order of
 //! [`Fragment::spins`] and of the simulator's bit-string basis, spin 1 = most significant bit);
 //! printing numbers them from 1 (`I1`…`In`) or uses spin names (`Ix(H2)`). Signs between terms
-//! and the lowering operator are printed with the Unicode minus sign `−` (U+2212), never `-`.
+//! and the lowering operator are printed with the Unicode minus sign `−` (U+2212); only the
+//! exponent of scientific notation keeps Rust's ASCII form (`2.500e-5`).
 //! Numbers have 4 significant digits with trailing zeros removed (`1`, `0.7071`, `−1.32`),
 //! and scientific notation below 1e−3 or from 1e5 (`2.500e-5`). A coefficient is printed as
 //! a real number when its imaginary part is below 1e−12 of the largest |c| in the list, as an

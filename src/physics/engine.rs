@@ -416,6 +416,19 @@ pub struct Simulator {
     /// Spatial-grid positions (one position at the origin without a grid).
     positions: Vec<Vec<f64>>,
     tasks: Vec<Task>,
+    /// Whole-pulse propagators of the last shared forward pass, keyed by (family, pulse, B1
+    /// bits) with the controls they were computed from: a pulse whose controls did not change
+    /// since the last call (a fixed refocusing pulse while another pulse is optimized) is not
+    /// recomputed. Only the entries of the last call are kept.
+    prop_cache: HashMap<(usize, usize, u64), CachedPropagator>,
+}
+
+/// A whole-pulse propagator and the controls it belongs to.
+#[derive(Debug)]
+struct CachedPropagator {
+    ux: Vec<f64>,
+    uy: Vec<f64>,
+    u: Arc<CMat>,
 }
 
 fn phase_table(phase: &mut [C64], phi: f64, n: usize) {
@@ -524,6 +537,7 @@ impl Simulator {
             filters: Vec::new(),
             positions: vec![Vec::new()],
             tasks: Vec::new(),
+            prop_cache: HashMap::new(),
         })
     }
 
@@ -937,11 +951,45 @@ impl Simulator {
             .iter()
             .map(|(&(fragment, _, _), &i)| (i, fragment))
             .collect();
-        let props: Vec<CMat> = keys
+        let cached: Vec<Option<Arc<CMat>>> = keys
+            .iter()
+            .map(|key| {
+                let (ux, uy) = pulses[key.1];
+                self.prop_cache
+                    .get(key)
+                    .filter(|c| c.ux.as_slice() == ux && c.uy.as_slice() == uy)
+                    .map(|c| c.u.clone())
+            })
+            .collect();
+        let props: Vec<Arc<CMat>> = keys
             .par_iter()
-            .map_init(ScratchPool::default, |pool, &(fam, p, b1)| {
-                let f = &self.fragments[fam_fragment[&fam]];
-                pulse_propagator(&self.families[fam], pulses[p], f64::from_bits(b1), f, pool)
+            .zip(cached.into_par_iter())
+            .map_init(ScratchPool::default, |pool, (&(fam, p, b1), hit)| {
+                hit.unwrap_or_else(|| {
+                    let f = &self.fragments[fam_fragment[&fam]];
+                    Arc::new(pulse_propagator(
+                        &self.families[fam],
+                        pulses[p],
+                        f64::from_bits(b1),
+                        f,
+                        pool,
+                    ))
+                })
+            })
+            .collect();
+        self.prop_cache = keys
+            .iter()
+            .zip(&props)
+            .map(|(&key, u)| {
+                let (ux, uy) = pulses[key.1];
+                (
+                    key,
+                    CachedPropagator {
+                        ux: ux.to_vec(),
+                        uy: uy.to_vec(),
+                        u: u.clone(),
+                    },
+                )
             })
             .collect();
         let ctx = Ctx {
@@ -1048,6 +1096,162 @@ impl Simulator {
             }
             g.b1[task.member] += task.grad_b1;
             g.b0[task.member] += task.grad_b0;
+        }
+        Ok((value, g))
+    }
+
+    /// Like [`Simulator::loss_and_gradient`], but computes the gradient only with respect to the
+    /// controls of the shaped pulses listed in `pulses` (indices among the experiment's shaped
+    /// pulses, in block order) — the pulses being designed; the others are fixed. The returned
+    /// [`Gradient`] has every pulse's `ux`/`uy` vector, zero for the fixed pulses, and empty
+    /// `b1`/`b0` (not computed).
+    ///
+    /// This is the design path and is much cheaper than the full gradient when fixed pulses
+    /// (e.g. slice-selective refocusing) and a spatial grid are present:
+    /// - the forward pass uses whole-pulse propagators, computed once per distinct (pulse,
+    ///   slice offset, B1) and reused across calls while a pulse's controls are unchanged;
+    /// - the C = [ρ, λ] sweep runs only through the chains (runs between coherence filters)
+    ///   that contain a designed pulse;
+    /// - a chain before the first slice-selective pulse has the same ρ at every grid position,
+    ///   and its gradient is linear in λ, so it is swept once per (fragment, member) with the
+    ///   costate summed over positions.
+    ///
+    /// The value is the same loss; gradients agree with [`Simulator::loss_and_gradient`] to
+    /// rounding.
+    pub fn loss_and_pulse_gradient(
+        &mut self,
+        experiment: &Experiment,
+        loss: &dyn SignalLoss,
+        pulses: &[usize],
+    ) -> Result<(f64, Gradient), PhysicsError> {
+        let shaped: Vec<(usize, bool)> = experiment
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Pulse { ux, .. } => Some((ux.len(), false)),
+                Block::SlicePulse { ux, .. } => Some((ux.len(), true)),
+                _ => None,
+            })
+            .collect();
+        for &p in pulses {
+            if p >= shaped.len() {
+                return Err(PhysicsError::invalid(
+                    "designed pulse",
+                    p,
+                    format!("the experiment has {} shaped pulses", shaped.len()),
+                ));
+            }
+        }
+        self.prepare(experiment, false)?;
+        self.run_forward_shared(experiment);
+        let points = experiment.acquisition.points;
+        let signals = self.collect_signals(points);
+        let mut grad_signals = Signals::zeros(self.members.len(), self.molecules.len(), points);
+        let value = loss.evaluate(&signals, Some(&mut grad_signals))?;
+        if !value.is_finite() {
+            return Err(PhysicsError::Numerical(format!("loss is {value}")));
+        }
+        let w = 1.0 / self.positions.len() as f64;
+        for task in &mut self.tasks {
+            let mol = self.fragments[task.fragment].molecule;
+            task.grad_fid.resize(points, ZERO);
+            for (g, x) in task
+                .grad_fid
+                .iter_mut()
+                .zip(grad_signals.fid(task.member, mol))
+            {
+                *g = x * w;
+            }
+        }
+
+        // Chain of each step; which chains hold a designed pulse; which lie before the first
+        // position-dependent (slice-selective) pulse.
+        let n_chains = self.filters.len() + 1;
+        let mut selected = vec![false; n_chains];
+        let mut first_slice_chain = n_chains;
+        let mut pulse_chain = vec![0; shaped.len()];
+        let mut chain = 0;
+        for step in &self.steps {
+            match *step {
+                StepKind::Filter(_) => chain += 1,
+                StepKind::Segment { pulse, .. } => {
+                    pulse_chain[pulse] = chain;
+                    if pulses.contains(&pulse) {
+                        selected[chain] = true;
+                    }
+                    if shaped[pulse].1 {
+                        first_slice_chain = first_slice_chain.min(chain);
+                    }
+                }
+                StepKind::Fixed(_) => {}
+            }
+        }
+        let shared: Vec<bool> = (0..n_chains)
+            .map(|c| selected[c] && c < first_slice_chain)
+            .collect();
+        let own: Vec<bool> = (0..n_chains)
+            .map(|c| selected[c] && c >= first_slice_chain)
+            .collect();
+
+        let pulse_ctl = pulse_controls(experiment);
+        let ctx = Ctx {
+            fragments: &self.fragments,
+            families: &self.families,
+            steps: &self.steps,
+            filters: &self.filters,
+            members: &self.members,
+            pulses: &pulse_ctl,
+            acq: experiment.acquisition,
+        };
+        let np = self.positions.len();
+        self.tasks
+            .par_iter_mut()
+            .for_each_init(ScratchPool::default, |pool, task| {
+                ctx.costates(task, false, pool);
+            });
+        let groups: Vec<&mut [Task]> = self.tasks.chunks_mut(np).collect();
+        groups
+            .into_par_iter()
+            .for_each_init(ScratchPool::default, |pool, group| {
+                // Σ over positions of the costate entering each shared chain, into the first
+                // position's task (in position order: deterministic).
+                let (first, rest) = group.split_at_mut(1);
+                for (c, _) in shared.iter().enumerate().filter(|(_, s)| **s) {
+                    let lam = &mut first[0].chains[c].lam_start;
+                    for t in rest.iter() {
+                        lam.axpy(C64::new(1.0, 0.0), &t.chains[c].lam_start);
+                    }
+                }
+                let first_sel: Vec<bool> = (0..n_chains).map(|c| shared[c] || own[c]).collect();
+                ctx.sweep(&mut first[0], false, Some(&first_sel), pool);
+                if own.iter().any(|&o| o) {
+                    for t in rest.iter_mut() {
+                        ctx.sweep(t, false, Some(&own), pool);
+                    }
+                }
+            });
+
+        let mut g = Gradient {
+            ux: shaped.iter().map(|&(n, _)| vec![0.0; n]).collect(),
+            uy: shaped.iter().map(|&(n, _)| vec![0.0; n]).collect(),
+            b1: Vec::new(),
+            b0: Vec::new(),
+        };
+        for task in &self.tasks {
+            let sweeps_shared = task.position == 0;
+            for &p in pulses {
+                // A pulse lies in one chain; only the first position sweeps a shared chain.
+                let in_shared = shared[pulse_chain[p]];
+                if in_shared && !sweeps_shared {
+                    continue;
+                }
+                for (a, b) in g.ux[p].iter_mut().zip(&task.grad_ux[p]) {
+                    *a += b;
+                }
+                for (a, b) in g.uy[p].iter_mut().zip(&task.grad_uy[p]) {
+                    *a += b;
+                }
+            }
         }
         Ok((value, g))
     }
@@ -1309,7 +1513,7 @@ impl Ctx<'_> {
         task: &mut Task,
         blocks: &[Block],
         ids: &[usize],
-        props: &[CMat],
+        props: &[Arc<CMat>],
         pool: &mut ScratchPool,
     ) {
         let f = &self.fragments[task.fragment];
@@ -1404,9 +1608,14 @@ impl Ctx<'_> {
     /// backwards over chains), then forward through the steps with C = [ρ, λ] carried by
     /// C_{k+1} = U_k C_k U_kᴴ (restarted at each chain), reading ∂L/∂θ_k = Re Tr[C_k U_kᴴ∂U_k].
     fn gradient(&self, task: &mut Task, want_b0: bool, pool: &mut ScratchPool) {
+        self.costates(task, want_b0, pool);
+        self.sweep(task, want_b0, None, pool);
+    }
+
+    /// The first half of [`Ctx::gradient`]: ∂L/∂Δν0 through the acquisition (if wanted), Λ_N
+    /// and the costate entering every chain.
+    fn costates(&self, task: &mut Task, want_b0: bool, pool: &mut ScratchPool) {
         let f = &self.fragments[task.fragment];
-        let member = self.members[task.member];
-        let d = f.d;
         let n = f.n;
         let s = pool.get(n);
         let acq = self.acq;
@@ -1446,7 +1655,28 @@ impl Ctx<'_> {
                 coherence_mask(&mut s.lam, &f.m2, &self.filters[fi], -1);
             }
         }
-        chain_commutator(&task.chains[0], &mut s.rho, &mut s.w);
+    }
+
+    /// The second half of [`Ctx::gradient`]: the forward sweep of C = [ρ, λ] through the steps
+    /// of the chains selected by `chains` (all when None), reading every control gradient (and
+    /// the B1 and B0 gradients) of those chains. Gradients of the controls of skipped chains
+    /// are left as they were.
+    fn sweep(
+        &self,
+        task: &mut Task,
+        want_b0: bool,
+        chains: Option<&[bool]>,
+        pool: &mut ScratchPool,
+    ) {
+        let f = &self.fragments[task.fragment];
+        let member = self.members[task.member];
+        let d = f.d;
+        let n = f.n;
+        let s = pool.get(n);
+        let selected = |c: usize| chains.is_none_or(|sel| sel[c]);
+        if selected(0) {
+            chain_commutator(&task.chains[0], &mut s.rho, &mut s.w);
+        }
 
         // s.rho holds C̃_k = R_kᴴ C_k R_k with C_k = [ρ_k, λ_k], in the segment's rotating frame:
         // C̃_{k+1} = (R_{k+1}ᴴR_k)·V_k C̃_k V_kᴴ·(R_kᴴR_{k+1}), and the generator tables are stored
@@ -1460,11 +1690,16 @@ impl Ctx<'_> {
                 StepKind::Fixed(_) => 0.0,
                 StepKind::Filter(_) => {
                     chain += 1;
-                    chain_commutator(&task.chains[chain], &mut s.rho, &mut s.w);
+                    if selected(chain) {
+                        chain_commutator(&task.chains[chain], &mut s.rho, &mut s.w);
+                    }
                     prev_phi = 0.0;
                     continue;
                 }
             };
+            if !selected(chain) {
+                continue;
+            }
             if phi != prev_phi {
                 phase_table(&mut s.phase, prev_phi - phi, n);
                 rotate(s.rho.data_mut(), d, &f.blocks, &s.phase, two_n);

@@ -1,7 +1,9 @@
-//! Pulse design: spectral objectives on the simulator's signals (and, with later issues,
-//! constraints, optimizers and product-operator analysis).
+//! Pulse design: spectral objectives on the simulator's signals, waveform parameterizations
+//! under hardware limits, optimizers and product-operator analysis.
 
+pub mod constraints;
 pub mod golden;
 pub mod objectives;
 pub mod optimize;
+pub mod parameterization;
 pub mod product_operators;

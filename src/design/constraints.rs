@@ -1,0 +1,1 @@
+//! Hardware constraints of a designed pulse: limits and penalties.

@@ -1,0 +1,1 @@
+//! Waveform parameterizations with a hard peak-B1 limit.

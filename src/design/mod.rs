@@ -7,3 +7,4 @@ pub mod objectives;
 pub mod optimize;
 pub mod parameterization;
 pub mod product_operators;
+pub mod quantification;

@@ -148,6 +148,9 @@ pub struct Protocol {
     pub grid_points: usize,
     /// Half width of the grid in slice units (the nominal slice is ±0.5).
     pub grid_half_width: f64,
+    /// A designed excitation (or first STEAM pulse) played instead of the style's own, with
+    /// a label for the sequence name; localization stays as the style makes it.
+    pub excitation: Option<(String, PulseSpec)>,
 }
 
 /// A compiled protocol: the sequence and the grid it must be simulated on (if any).
@@ -167,7 +170,14 @@ impl Protocol {
             pulses,
             grid_points: 25,
             grid_half_width: 1.2,
+            excitation: None,
         }
+    }
+
+    /// Plays `pulse` (named `label` in the sequence name) as the excitation.
+    pub fn with_excitation(mut self, label: impl Into<String>, pulse: PulseSpec) -> Protocol {
+        self.excitation = Some((label.into(), pulse));
+        self
     }
 
     /// PRESS TE 30 ms (TE1 12, TE2 18).
@@ -230,9 +240,10 @@ impl Protocol {
             }
         };
         // 90° about y (Fz → Fx, an upright absorption line).
-        let excitation = match &vendor {
-            None => PulseSpec::ideal_excitation(),
-            Some(v) => PulseSpec::shaped(&v.excitation, FRAC_PI_2, FRAC_PI_2)?,
+        let excitation = match (&self.excitation, &vendor) {
+            (Some((_, pulse)), _) => pulse.clone(),
+            (None, None) => PulseSpec::ideal_excitation(),
+            (None, Some(v)) => PulseSpec::shaped(&v.excitation, FRAC_PI_2, FRAC_PI_2)?,
         };
         let refocusing = || match &vendor {
             None => Ok([PulseSpec::ideal_refocusing(), PulseSpec::ideal_refocusing()]),
@@ -289,6 +300,9 @@ impl Protocol {
             )?),
             _ => None,
         };
+        if let Some((label, _)) = &self.excitation {
+            sequence.name = format!("{} with {label}", sequence.name);
+        }
         if let Some(g) = &grid {
             sequence.name = format!(
                 "{} (vendor-like pulses, {} grid)",

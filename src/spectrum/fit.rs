@@ -214,6 +214,38 @@ impl Problem<'_> {
     }
 }
 
+/// The baseline polynomials of the model: Legendre P_0..P_{terms−1} on the window `idx` of the
+/// ppm axis, mapped to [−1, 1] (one row per polynomial, one column per window point).
+pub(crate) fn legendre_rows(ppm: &[f64], idx: &[usize], terms: usize) -> Vec<Vec<f64>> {
+    let (Some(&first), Some(&last)) = (idx.first(), idx.last()) else {
+        return vec![Vec::new(); terms];
+    };
+    let (pl, ph) = (ppm[first], ppm[last]);
+    let xs: Vec<f64> = idx
+        .iter()
+        .map(|&j| 2.0 * (ppm[j] - pl) / (ph - pl) - 1.0)
+        .collect();
+    (0..terms)
+        .map(|b| {
+            xs.iter()
+                .map(|&x| match b {
+                    0 => 1.0,
+                    1 => x,
+                    _ => {
+                        let (mut p0, mut p1) = (1.0, x);
+                        for k in 1..b {
+                            let p2 = ((2 * k + 1) as f64 * x * p1 - k as f64 * p0) / (k + 1) as f64;
+                            p0 = p1;
+                            p1 = p2;
+                        }
+                        p1
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Solves the symmetric positive (semi)definite system A x = b by Gauss–Jordan elimination with
 /// partial pivoting; returns None if A is singular.
 fn solve(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
@@ -247,7 +279,7 @@ fn solve(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
     Some((0..n).map(|i| x[i] / m[i * n + i]).collect())
 }
 
-fn inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
+pub(crate) fn inverse(a: &[f64], n: usize) -> Option<Vec<f64>> {
     let mut inv = vec![0.0; n * n];
     for c in 0..n {
         let mut e = vec![0.0; n];
@@ -333,31 +365,7 @@ pub fn fit(fid: &[C64], basis: &Basis, opts: &FitOptions) -> Result<FitResult, P
         ));
     }
     // Legendre polynomials on the window, x ∈ [−1, 1].
-    let (pl, ph) = (ppm[idx[0]], ppm[idx[idx.len() - 1]]);
-    let xs: Vec<f64> = idx
-        .iter()
-        .map(|&j| 2.0 * (ppm[j] - pl) / (ph - pl) - 1.0)
-        .collect();
-    let mut legendre: Vec<Vec<f64>> = Vec::new();
-    for b in 0..opts.baseline_terms {
-        let row: Vec<f64> = xs
-            .iter()
-            .map(|&x| match b {
-                0 => 1.0,
-                1 => x,
-                _ => {
-                    let (mut p0, mut p1) = (1.0, x);
-                    for k in 1..b {
-                        let p2 = ((2 * k + 1) as f64 * x * p1 - k as f64 * p0) / (k + 1) as f64;
-                        p0 = p1;
-                        p1 = p2;
-                    }
-                    p1
-                }
-            })
-            .collect();
-        legendre.push(row);
-    }
+    let legendre = legendre_rows(&ppm, &idx, opts.baseline_terms);
     let problem = Problem {
         basis,
         plan: plan.clone(),

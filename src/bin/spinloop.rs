@@ -2,6 +2,8 @@
 //! `molecules`, `simulate`, `basis`, `fit`, `compare`); the daemon client arrives with the
 //! daemon.
 
+#[path = "spinloop/design_cmd.rs"]
+mod design_cmd;
 #[path = "spinloop/offline.rs"]
 mod offline;
 
@@ -84,6 +86,10 @@ enum Command {
     /// Glu/Gln CRLBs and correlation for PRESS TE 30, PRESS TE 80 and STEAM TE 10: the
     /// baseline table optimized pulses must beat.
     Compare(offline::CompareArgs),
+    /// Design a pulse: optimize the problem file's objective under its hardware limits and
+    /// write the waveform (JSON, Pulseq, Bruker shape), plots, the product-operator report and
+    /// the comparison with the baselines.
+    Optimize(design_cmd::OptimizeArgs),
     /// List the built-in metabolite library, or print one molecule in the file format.
     Molecules {
         /// Print this molecule as TOML (the documented spin-system file format).
@@ -158,6 +164,7 @@ fn main() -> Result<()> {
         Command::Basis(a) => offline::basis(a),
         Command::Fit(a) => offline::fit_cmd(a),
         Command::Compare(a) => offline::compare(a),
+        Command::Optimize(a) => design_cmd::optimize(a),
         Command::Molecules { show, check } => {
             if let Some(path) = check {
                 let m = Molecule::from_path(&path)

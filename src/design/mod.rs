@@ -5,6 +5,8 @@ pub mod constraints;
 pub mod golden;
 pub mod objectives;
 pub mod optimize;
+pub mod outputs;
 pub mod parameterization;
+pub mod problem;
 pub mod product_operators;
 pub mod quantification;

@@ -138,3 +138,83 @@ pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, Physics
         })
     })
 }
+
+/// Timing of one design problem's loss and gradient.
+#[derive(Debug, Clone)]
+pub struct DesignBenchResult {
+    /// Problem name.
+    pub name: String,
+    /// Molecules and their simulated fragments.
+    pub molecules: usize,
+    /// Fragments simulated per (member, position).
+    pub fragments: usize,
+    /// Ensemble members (B1 × B0).
+    pub members: usize,
+    /// Grid positions per member.
+    pub positions: usize,
+    /// Optimizer parameters.
+    pub parameters: usize,
+    /// Threads.
+    pub threads: usize,
+    /// Building the problem (tables, reference signals, noise level) (s).
+    pub build_seconds: f64,
+    /// The first loss+gradient (builds the amplitude tables and fixed-pulse propagators) (s).
+    pub cold_seconds: f64,
+    /// Each timed loss+gradient with a changed designed pulse (s).
+    pub seconds: Vec<f64>,
+}
+
+/// Times loss+gradient of a design problem: build, one cold evaluation, then `evals`
+/// evaluations at different parameters (the designed pulse changes each time, as in an
+/// optimization; the fixed pulses' propagators stay cached).
+pub fn design_bench(
+    spec: &crate::design::problem::ProblemSpec,
+    threads: usize,
+    evals: usize,
+) -> Result<DesignBenchResult, PhysicsError> {
+    use crate::design::problem::DesignProblem;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        let t0 = Instant::now();
+        let mut problem = DesignProblem::build(spec.clone())?;
+        let build_seconds = t0.elapsed().as_secs_f64();
+        let x0 = problem.initial_parameters()?;
+        let t1 = Instant::now();
+        let first = problem.evaluate(&x0)?;
+        let cold_seconds = t1.elapsed().as_secs_f64();
+        let mut seconds = Vec::with_capacity(evals);
+        for k in 0..evals {
+            // A small step along the gradient: a new pulse each time.
+            let step = 1e-3 * (k + 1) as f64;
+            let x: Vec<f64> = x0
+                .iter()
+                .zip(&first.gradient)
+                .map(|(a, g)| a - step * g.signum())
+                .collect();
+            let t = Instant::now();
+            problem.evaluate(&x)?;
+            seconds.push(t.elapsed().as_secs_f64());
+        }
+        let fragments = problem
+            .simulator
+            .molecules()
+            .iter()
+            .map(|m| m.simulation_fragments().len())
+            .sum();
+        Ok(DesignBenchResult {
+            name: problem.spec.name.clone(),
+            molecules: problem.spec.molecules.len(),
+            fragments,
+            members: problem.members.len(),
+            positions: problem.positions,
+            parameters: problem.param.len(),
+            threads,
+            build_seconds,
+            cold_seconds,
+            seconds,
+        })
+    })
+}

@@ -74,6 +74,10 @@ enum Command {
         /// refocusing over an N×N grid.
         #[arg(long, value_name = "N")]
         basis_grid: Option<usize>,
+        /// Instead: time loss+gradient of a design problem file (e.g.
+        /// tests/problems/glu_gln_3t_press.toml).
+        #[arg(long, value_name = "PROBLEM.toml")]
+        design: Option<std::path::PathBuf>,
     },
     /// Simulate metabolites under a sequence: the mixture FID (NIfTI-MRS, Bruker), spectra
     /// (CSV) and a plot.
@@ -115,7 +119,38 @@ fn main() -> Result<()> {
             evals,
             family_eta,
             basis_grid,
+            design,
         } => {
+            if let Some(path) = design {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let spec = spinloop::design::problem::ProblemSpec::from_toml(
+                    &text,
+                    &path.display().to_string(),
+                )?;
+                for &t in &threads {
+                    let r = spinloop::bench::design_bench(&spec, t, evals)
+                        .context("design benchmark")?;
+                    let mut s = r.seconds.clone();
+                    s.sort_by(f64::total_cmp);
+                    println!(
+                        "{}: {} molecules ({} fragments) x {} members x {} positions, {} parameters, {} thread(s): build {:.2} s, first loss+grad {:.2} s, loss+grad min {:.3} s / median {:.3} s over {}",
+                        r.name,
+                        r.molecules,
+                        r.fragments,
+                        r.members,
+                        r.positions,
+                        r.parameters,
+                        r.threads,
+                        r.build_seconds,
+                        r.cold_seconds,
+                        s.first().copied().unwrap_or(f64::NAN),
+                        s.get(s.len() / 2).copied().unwrap_or(f64::NAN),
+                        s.len()
+                    );
+                }
+                return Ok(());
+            }
             if let Some(n) = basis_grid {
                 if n == 0 {
                     bail!("--basis-grid must be >= 1");

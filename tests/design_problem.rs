@@ -24,9 +24,27 @@ fn small_spec() -> ProblemSpec {
     ProblemSpec::from_toml(SMALL, "small_glu_gln_press.toml").unwrap()
 }
 
+/// `SMALL` with its `[[objective]]` tables replaced by `objectives` (TOML text).
+fn with_objectives(text: &str, objectives: &str) -> String {
+    let (cut, end) = (
+        text.find("[[objective]]").unwrap(),
+        text.find("[quantification]").unwrap(),
+    );
+    format!("{}{objectives}\n{}", &text[..cut], &text[end..])
+}
+
+/// One objective as the problem file states it.
+fn objective(toml: &str) -> ObjectiveSpec {
+    let text = with_objectives(SMALL, &format!("[[objective]]\n{toml}\n"));
+    ProblemSpec::from_toml(&text, "objective")
+        .unwrap()
+        .objectives
+        .remove(0)
+}
+
 /// A cheap problem (pulse–acquire, NAA + Glu, one member, 60 segments) for the optimizer
 /// runs: an enhancement objective with a big weight pushes for signal, and the B1 scale 0.25
-/// asks for four times the nominal flip, more than the peak limit allows.
+/// asks for four times the nominal flip.
 fn pushing_spec() -> ProblemSpec {
     let text = SMALL
         .replace(
@@ -36,13 +54,12 @@ fn pushing_spec() -> ProblemSpec {
         .replace("kind = \"press\"", "kind = \"pulse_acquire\"")
         .replace("segments = 80", "segments = 60")
         .replace("b1 = [0.9, 1.1]", "b1 = [0.25]");
-    let mut spec = ProblemSpec::from_toml(&text, "pushing").unwrap();
-    spec.objectives = vec![ObjectiveSpec::Enhancement {
-        metabolite: "NAA".into(),
-        window_ppm: (1.9, 2.1),
-        weight: 100.0,
-    }];
-    spec
+    let text = with_objectives(
+        &text,
+        "[[objective]]\nkind = \"enhancement\"\nmetabolite = \"NAA\"\n\
+         window_ppm = [1.9, 2.1]\nweight = 100.0\n",
+    );
+    ProblemSpec::from_toml(&text, "pushing").unwrap()
 }
 
 /// splitmix64 → uniform in [−1, 1).
@@ -254,21 +271,17 @@ fn bad_problems_are_rejected_by_build_with_a_clear_message() {
         (
             "objective metabolite not simulated",
             |s| {
-                s.objectives.push(ObjectiveSpec::Crlb {
-                    metabolite: "GABA".into(),
-                    weight: 1.0,
-                })
+                s.objectives
+                    .push(objective("kind = \"crlb\"\nmetabolite = \"GABA\""))
             },
             &["GABA", "not among the simulated molecules"],
         ),
         (
             "window outside the spectral width",
             |s| {
-                s.objectives.push(ObjectiveSpec::Enhancement {
-                    metabolite: "NAA".into(),
-                    window_ppm: (40.0, 45.0),
-                    weight: 1.0,
-                })
+                s.objectives.push(objective(
+                    "kind = \"enhancement\"\nmetabolite = \"NAA\"\nwindow_ppm = [40.0, 45.0]",
+                ))
             },
             &["window_ppm", "[40, 45]", "spectral width"],
         ),
@@ -373,10 +386,7 @@ fn bad_problem_files_are_rejected_by_the_parser() {
     .to_string();
     assert_names(&err, &["typo3.toml", "metabolit"]);
     // No [[objective]] at all.
-    let cut = SMALL.find("[[objective]]").unwrap();
-    let end = SMALL.find("[quantification]").unwrap();
-    let text = format!("{}{}", &SMALL[..cut], &SMALL[end..]);
-    let err = ProblemSpec::from_toml(&text, "none.toml")
+    let err = ProblemSpec::from_toml(&with_objectives(SMALL, ""), "none.toml")
         .unwrap_err()
         .to_string();
     assert_names(&err, &["none.toml", "objective"]);

@@ -336,8 +336,6 @@ fn bad_problems_are_rejected_by_build_with_a_clear_message() {
 }
 
 #[test]
-#[ignore = "src bug: DesignProblem::build does not check optimizer.method; an unknown optimizer is \
-            only rejected by optimize_from, after the reference simulation"]
 fn unknown_optimizer_is_rejected_by_build() {
     let mut spec = small_spec();
     spec.optimizer.method = "bfgs".into();

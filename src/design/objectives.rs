@@ -430,3 +430,42 @@ impl SignalLoss for Fidelity {
         Ok(total * mean)
     }
 }
+
+/// A one-sided objective: L = max(0, f − target)², zero while the inner objective f is at or
+/// below `target` — a soft constraint ("Glu CRLB no worse than 1.8 %") that leaves the optimizer
+/// free inside it. The gradient is 2·max(0, f − target)·∇f.
+pub struct Hinge {
+    /// The inner objective.
+    pub inner: Box<dyn SignalLoss + Send>,
+    /// The threshold.
+    pub target: f64,
+}
+
+impl std::fmt::Debug for Hinge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hinge")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignalLoss for Hinge {
+    fn evaluate(
+        &self,
+        signals: &Signals,
+        mut grad: Option<&mut Signals>,
+    ) -> Result<f64, PhysicsError> {
+        let v = self.inner.evaluate(signals, grad.as_deref_mut())?;
+        let excess = (v - self.target).max(0.0);
+        if let Some(g) = grad {
+            for member in 0..signals.members() {
+                for mol in 0..signals.molecules() {
+                    for x in g.fid_mut(member, mol) {
+                        *x *= 2.0 * excess;
+                    }
+                }
+            }
+        }
+        Ok(excess * excess)
+    }
+}

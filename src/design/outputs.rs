@@ -208,7 +208,7 @@ pub fn write_outputs(
     let mut plot = SpectrumPlot::new(format!("{}: predicted spectrum", problem.spec.name))
         .trace("start", ppm.clone(), before)
         .trace("optimized", ppm, after);
-    plot.ppm_range = Some((0.5, 4.5));
+    plot.ppm_range = Some(plot_range(problem));
     let spectra_path = path(".spectra.png");
     write_spectrum(&plot, &spectra_path).map_err(|e| io(&spectra_path, e))?;
     written.push(spectra_path);
@@ -278,7 +278,7 @@ pub fn report_text(problem: &DesignProblem, result: &DesignResult) -> String {
     );
     let _ = writeln!(
         out,
-        "- optimizer: {} — {} iterations, {} evaluations, {:.1} s, stopped: {:?}",
+        "- optimizer: {} — {} iterations, {} evaluations, {:.2} s, stopped: {:?}",
         problem.spec.optimizer.method,
         h.len().saturating_sub(1),
         h.last().map_or(0, |i| i.evaluations),
@@ -321,6 +321,29 @@ fn mixture_spectrum(
     let fid = signals.mixture(nominal, &weights)?;
     let spec = SpectrumPlan::new(fid.len())?.spectrum(&fid)?;
     Ok(spec.iter().map(|z| z.re).collect())
+}
+
+/// The ppm range of the spectra plot: the union of the objectives' windows (the fit window for
+/// quantification objectives), widened by 10 %.
+fn plot_range(problem: &DesignProblem) -> (f64, f64) {
+    use super::problem::ObjectiveSpec as O;
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for o in &problem.spec.objectives {
+        let w = match o {
+            O::Enhancement { window_ppm, .. }
+            | O::Suppression { window_ppm, .. }
+            | O::Fidelity { window_ppm, .. } => *window_ppm,
+            O::Crlb { .. } | O::Correlation { .. } => problem.spec.quantification.window_ppm,
+        };
+        lo = lo.min(w.0);
+        hi = hi.max(w.1);
+    }
+    if lo < hi {
+        let pad = 0.1 * (hi - lo);
+        (lo - pad, hi + pad)
+    } else {
+        (0.5, 4.5)
+    }
 }
 
 /// A name safe for file names.

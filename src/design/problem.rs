@@ -14,7 +14,7 @@ use num_complex::Complex64 as C64;
 use serde::{Deserialize, Serialize};
 
 use super::constraints::{HardwareLimits, Penalties};
-use super::objectives::{Composite, Enhancement, Fidelity, Part, Suppression};
+use super::objectives::{Composite, Enhancement, Fidelity, Hinge, Part, Suppression};
 use super::optimize::{AdamOptions, LbfgsOptions, Optimizer};
 use super::parameterization::{ParamKind, Parameterization};
 use super::quantification::{FitModel, Measure, Quantification};
@@ -228,15 +228,20 @@ pub enum ObjectiveSpec {
         #[serde(default = "one")]
         weight: f64,
     },
-    /// CRLB (% of concentration) of `metabolite`.
+    /// CRLB (% of concentration) of `metabolite`; with `above`, only the excess over it counts,
+    /// squared (a soft constraint: max(0, CRLB − above)²).
     Crlb {
         /// Metabolite.
         metabolite: String,
         /// Weight.
         #[serde(default = "one")]
         weight: f64,
+        /// Threshold of a one-sided objective.
+        #[serde(default)]
+        above: Option<f64>,
     },
-    /// Squared correlation of the estimates of `a` and `b`.
+    /// Squared correlation of the estimates of `a` and `b`; with `above`, max(0, corr² −
+    /// above)².
     Correlation {
         /// First metabolite.
         a: String,
@@ -245,6 +250,9 @@ pub enum ObjectiveSpec {
         /// Weight.
         #[serde(default = "one")]
         weight: f64,
+        /// Threshold of a one-sided objective.
+        #[serde(default)]
+        above: Option<f64>,
     },
 }
 
@@ -537,6 +545,49 @@ impl DesignProblem {
             acq_spec.dwell_ms * 1e-3,
             acq_spec.linewidth_hz,
         )?;
+        spec.optimizer()?;
+        // Names and windows of every objective, before any simulation.
+        let probe = |i: usize, w: (f64, f64)| {
+            super::objectives::WindowLoss::new(
+                acq.points,
+                acq.dwell,
+                carrier,
+                field.f0_mhz,
+                w,
+                Vec::new(),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                PhysicsError::invalid(format!("objective[{i}]"), "window_ppm", e.to_string())
+            })
+        };
+        for (i, o) in spec.objectives.iter().enumerate() {
+            match o {
+                ObjectiveSpec::Enhancement {
+                    metabolite,
+                    window_ppm,
+                    ..
+                }
+                | ObjectiveSpec::Suppression {
+                    metabolite,
+                    window_ppm,
+                    ..
+                } => {
+                    index(metabolite)?;
+                    probe(i, *window_ppm)?;
+                }
+                ObjectiveSpec::Fidelity { window_ppm, .. } => probe(i, *window_ppm)?,
+                ObjectiveSpec::Crlb { metabolite, .. } => {
+                    index(metabolite)?;
+                    probe(i, spec.quantification.window_ppm)?;
+                }
+                ObjectiveSpec::Correlation { a, b, .. } => {
+                    index(a)?;
+                    index(b)?;
+                    probe(i, spec.quantification.window_ppm)?;
+                }
+            }
+        }
 
         // The designed pulse and the console's limits.
         let p = &spec.pulse;
@@ -737,7 +788,11 @@ impl DesignProblem {
                         )?),
                     )
                 }
-                ObjectiveSpec::Crlb { metabolite, weight } => {
+                ObjectiveSpec::Crlb {
+                    metabolite,
+                    weight,
+                    above,
+                } => {
                     let m = index(metabolite)?;
                     let model = quant_model.get_or_insert(fit_model(
                         &spec,
@@ -746,16 +801,22 @@ impl DesignProblem {
                         &concentrations,
                         signal_scale,
                     )?);
-                    (
+                    one_sided(
                         format!("crlb%({metabolite})"),
                         *weight,
                         Box::new(Quantification::new(
                             model.clone(),
                             Measure::CrlbPercent { metabolite: m },
                         )?),
-                    )
+                        *above,
+                    )?
                 }
-                ObjectiveSpec::Correlation { a, b, weight } => {
+                ObjectiveSpec::Correlation {
+                    a,
+                    b,
+                    weight,
+                    above,
+                } => {
                     let (ia, ib) = (index(a)?, index(b)?);
                     let model = quant_model.get_or_insert(fit_model(
                         &spec,
@@ -764,14 +825,15 @@ impl DesignProblem {
                         &concentrations,
                         signal_scale,
                     )?);
-                    (
+                    one_sided(
                         format!("corr²({a},{b})"),
                         *weight,
                         Box::new(Quantification::new(
                             model.clone(),
                             Measure::CorrelationSquared { a: ia, b: ib },
                         )?),
-                    )
+                        *above,
+                    )?
                 }
             };
             if !weight.is_finite() {
@@ -926,6 +988,29 @@ impl DesignProblem {
             },
         ));
         p
+    }
+}
+
+/// A part, wrapped in a [`Hinge`] when it has a threshold.
+fn one_sided(
+    name: String,
+    weight: f64,
+    loss: Box<dyn SignalLoss + Send>,
+    above: Option<f64>,
+) -> Result<(String, f64, Box<dyn SignalLoss + Send>), PhysicsError> {
+    match above {
+        None => Ok((name, weight, loss)),
+        Some(t) => {
+            crate::physics::error::finite(format!("{name}.above"), t)?;
+            Ok((
+                format!("max(0, {name} − {t})²"),
+                weight,
+                Box::new(Hinge {
+                    inner: loss,
+                    target: t,
+                }),
+            ))
+        }
     }
 }
 

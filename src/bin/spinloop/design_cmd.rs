@@ -80,7 +80,7 @@ pub fn optimize(a: OptimizeArgs) -> Result<()> {
     let result = problem.optimize_from(&x0, |it: &Iteration| {
         bar.set_position(it.iteration as u64);
         bar.set_message(format!("loss {:+.6}  evals {}", it.loss, it.evaluations));
-        if quiet && it.iteration % 10 == 0 {
+        if quiet && it.iteration.is_multiple_of(10) {
             println!(
                 "iter {:>4}  loss {:>+14.6}  |grad| {:>10.3e}  evals {:>4}",
                 it.iteration, it.loss, it.grad_norm, it.evaluations

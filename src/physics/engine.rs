@@ -1204,24 +1204,18 @@ impl Simulator {
             acq: experiment.acquisition,
         };
         let np = self.positions.len();
-        self.tasks
-            .par_iter_mut()
-            .for_each_init(ScratchPool::default, |pool, task| {
-                ctx.costates(task, false, pool);
-            });
+        // Chains before the first slice-selective pulse (the shared prefix).
+        let prefix = first_slice_chain.min(n_chains);
         let groups: Vec<&mut [Task]> = self.tasks.chunks_mut(np).collect();
         groups
             .into_par_iter()
             .for_each_init(ScratchPool::default, |pool, group| {
-                // Σ over positions of the costate entering each shared chain, into the first
-                // position's task (in position order: deterministic).
-                let (first, rest) = group.split_at_mut(1);
-                for (c, _) in shared.iter().enumerate().filter(|(_, s)| **s) {
-                    let lam = &mut first[0].chains[c].lam_start;
-                    for t in rest.iter() {
-                        lam.axpy(C64::new(1.0, 0.0), &t.chains[c].lam_start);
-                    }
+                for t in group.iter_mut() {
+                    t.grad_b0 = 0.0;
+                    t.grad_b1 = 0.0;
                 }
+                ctx.group_costates(group, if np > 1 { prefix } else { 0 }, pool);
+                let (first, rest) = group.split_at_mut(1);
                 let first_sel: Vec<bool> = (0..n_chains).map(|c| shared[c] || own[c]).collect();
                 ctx.sweep(&mut first[0], false, Some(&first_sel), pool);
                 if own.iter().any(|&o| o) {
@@ -1526,6 +1520,9 @@ impl Ctx<'_> {
             rho0[(p, p)] = C64::new(f.m2[p] as f64 / 2.0, 0.0);
         }
         set_identity(&mut s.rho);
+        // While the accumulated propagator is still the identity, the next one is copied, not
+        // multiplied (one product saved per chain).
+        let mut identity = true;
         let (mut chain, mut pulse, mut fixed, mut filter) = (0, 0, 0, 0);
         for b in blocks {
             let u = match b {
@@ -1547,11 +1544,17 @@ impl Ctx<'_> {
                     coherence_mask(next, &f.m2, &self.filters[filter], 1);
                     filter += 1;
                     set_identity(&mut s.rho);
+                    identity = true;
                     continue;
                 }
             };
-            gemm(&mut s.w, u, Op::N, &s.rho, Op::N);
-            std::mem::swap(&mut s.rho, &mut s.w);
+            if identity {
+                s.rho.copy_from(u);
+                identity = false;
+            } else {
+                gemm(&mut s.w, u, Op::N, &s.rho, Op::N);
+                std::mem::swap(&mut s.rho, &mut s.w);
+            }
         }
         self.close_chain(task, f, s, chain, 0.0);
     }
@@ -1633,8 +1636,14 @@ impl Ctx<'_> {
             task.grad_b0 += g;
         }
 
+        self.final_costate(task, f, s);
+        self.chain_costates(task, f, s, 0);
+    }
+
+    /// Λ_N (the costate at the end of the last block) from ∂L/∂FID into `s.lam`.
+    fn final_costate(&self, task: &Task, f: &FragmentModel, s: &mut Scratch) {
         // G_tr = Σ_m g_m conj(φ_tr(m)); Γ_pq = G_tr conj(c_pq); λ_N = herm(W Γᴴ Wᴴ).
-        s.ph.correlate(&task.freqs, acq, &task.grad_fid, &mut s.amp);
+        s.ph.correlate(&task.freqs, self.acq, &task.grad_fid, &mut s.amp);
         s.m.fill_zero();
         for (gt, &(p, q, c)) in s.amp.iter().zip(&f.transitions) {
             s.m[(q, p)] = gt.conj() * c * f.norm;
@@ -1643,10 +1652,54 @@ impl Ctx<'_> {
         let w = &f.eig.vectors;
         gemm(&mut s.x, w, Op::N, &s.m, Op::N);
         gemm(&mut s.lam, &s.x, Op::N, w, Op::H);
-        // Backward over chains: λ_start = Pᴴ λ_end P; a filter's adjoint keeps the opposite
-        // orders (Tr[A·mask_S(B)] = Tr[mask_{−S}(A)·B]).
-        for c in (0..task.chains.len()).rev() {
+    }
+
+    /// Backward over chains from the costate in `s.lam` (entering the end of the last chain):
+    /// λ_start = Pᴴ λ_end P for chains `lowest..`, last first; a filter's adjoint keeps the
+    /// opposite orders (Tr[A·mask_S(B)] = Tr[mask_{−S}(A)·B]). On return, if `lowest > 0`,
+    /// `s.lam` holds the costate entering the end of chain `lowest − 1`.
+    fn chain_costates(&self, task: &mut Task, f: &FragmentModel, s: &mut Scratch, lowest: usize) {
+        for c in (lowest..task.chains.len()).rev() {
             let ch = &mut task.chains[c];
+            gemm(&mut s.x, &ch.p, Op::H, &s.lam, Op::N);
+            gemm(&mut ch.lam_start, &s.x, Op::N, &ch.p, Op::N);
+            if c > 0 {
+                s.lam.copy_from(&ch.lam_start);
+                let fi = self.filter_before(c);
+                coherence_mask(&mut s.lam, &f.m2, &self.filters[fi], -1);
+            }
+        }
+    }
+
+    /// Costates of one (fragment, member) group of grid positions for the design path: Λ_N is
+    /// the same at every position (one acquisition map, one ∂L/∂FID), so it is computed once;
+    /// each position runs backward through chains `shared..`; the costates entering the shared
+    /// prefix (chains `..shared`, the same ρ at every position) are summed over positions and
+    /// carried through the prefix once, into the first position's task.
+    fn group_costates(&self, group: &mut [Task], shared: usize, pool: &mut ScratchPool) {
+        let f = &self.fragments[group[0].fragment];
+        let s = pool.get(f.n);
+        self.final_costate(&group[0], f, s);
+        if shared == 0 {
+            s.w.copy_from(&s.lam);
+            for t in group.iter_mut() {
+                s.lam.copy_from(&s.w);
+                self.chain_costates(t, f, s, 0);
+            }
+            return;
+        }
+        // s.w: Λ_N; s.rho: Σ over positions of the costate entering the prefix.
+        s.w.copy_from(&s.lam);
+        s.rho.fill_zero();
+        for t in group.iter_mut() {
+            s.lam.copy_from(&s.w);
+            self.chain_costates(t, f, s, shared);
+            s.rho.axpy(C64::new(1.0, 0.0), &s.lam);
+        }
+        std::mem::swap(&mut s.lam, &mut s.rho);
+        let first = &mut group[0];
+        for c in (0..shared).rev() {
+            let ch = &mut first.chains[c];
             gemm(&mut s.x, &ch.p, Op::H, &s.lam, Op::N);
             gemm(&mut ch.lam_start, &s.x, Op::N, &ch.p, Op::N);
             if c > 0 {

@@ -6,7 +6,8 @@
 //!   a lower |Glu–Gln correlation| than each of PRESS TE 30, PRESS TE 80 and STEAM TE 10, and a
 //!   Glu CRLB no worse than the best of them — and it is within the problem's hardware limits;
 //! - a reduced problem (4 metabolites, 3 × 3 grid, 2 B1 members, 100 segments) optimized for a
-//!   few iterations from the reference pulse lowers the Gln CRLB and the correlation it targets.
+//!   few iterations from the reference pulse with stage 1's objective lowers that objective and at
+//!   least halves the squared Glu–Gln correlation.
 
 use spinloop::design::problem::{DesignProblem, ProblemSpec, read_waveform};
 use spinloop::spectrum::compare::{
@@ -14,16 +15,17 @@ use spinloop::spectrum::compare::{
 };
 
 const PROBLEM: &str = "tests/problems/glu_gln_3t_press.toml";
+const STAGE1: &str = "tests/problems/glu_gln_3t_press_stage1.toml";
 const KEPT: &str = "tests/demos/glu_gln_3t/glu_gln_3t_press.waveform.json";
 
-fn spec() -> ProblemSpec {
-    let text = std::fs::read_to_string(PROBLEM).unwrap();
-    ProblemSpec::from_toml(&text, PROBLEM).unwrap()
+fn spec(path: &str) -> ProblemSpec {
+    let text = std::fs::read_to_string(path).unwrap();
+    ProblemSpec::from_toml(&text, path).unwrap()
 }
 
 #[test]
 fn kept_design_beats_every_baseline() {
-    let problem = DesignProblem::build(spec()).unwrap();
+    let problem = DesignProblem::build(spec(PROBLEM)).unwrap();
     let w = read_waveform(std::path::Path::new(KEPT)).unwrap();
     // The kept waveform is a valid point of this problem and within its limits.
     problem.warm_start(&w).unwrap();
@@ -67,8 +69,9 @@ fn kept_design_beats_every_baseline() {
 }
 
 #[test]
-fn reduced_design_lowers_gln_crlb_and_correlation() {
-    let mut s = spec();
+fn reduced_design_lowers_objective_and_correlation() {
+    // Stage 1's balanced objective (Gln CRLB + 4·Glu CRLB + 100·corr²).
+    let mut s = spec(STAGE1);
     s.molecules = ["Glu", "Gln", "NAA", "GSH"].map(String::from).to_vec();
     s.concentrations = Some(vec![11.6, 3.5, 12.0, 2.0]);
     s.acquisition.points = 1024;
@@ -94,14 +97,10 @@ fn reduced_design_lowers_gln_crlb_and_correlation() {
     for (name, v) in &result.parts_optimized {
         println!("{name}: optimized {v:.5}");
     }
-    assert!(result.optimizer.loss < result.optimizer.history[0].loss);
-    assert!(
-        value(&result.parts_optimized, "crlb%(Gln)") < value(&result.parts_initial, "crlb%(Gln)")
-    );
-    assert!(
-        value(&result.parts_optimized, "corr²") < value(&result.parts_initial, "corr²")
-            || value(&result.parts_optimized, "corr²") == 0.0
-    );
+    // The weighted objective falls, and the correlation it weighs most at least halves (as in
+    // the full stage 1, the CRLBs may rise a little while the correlation collapses).
+    assert!(result.optimizer.loss < 0.8 * result.optimizer.history[0].loss);
+    assert!(value(&result.parts_optimized, "corr²") < 0.5 * value(&result.parts_initial, "corr²"));
     let (ux, uy) = &result.optimized;
     problem
         .spec

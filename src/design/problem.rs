@@ -695,6 +695,28 @@ impl DesignProblem {
         let dwell = acq.dwell;
         let mut objective = Composite::default();
         let mut quant_model: Option<FitModel> = None;
+        // A CRLB or correlation part; the fit model (and its noise level) is built once.
+        let mut quantification_part =
+            |name: String,
+             weight: f64,
+             measure: Measure,
+             above: Option<f64>|
+             -> Result<(String, f64, Box<dyn SignalLoss + Send>), PhysicsError> {
+                let model = match &quant_model {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = fit_model(&spec, field, acq, &concentrations, signal_scale)?;
+                        quant_model = Some(m.clone());
+                        m
+                    }
+                };
+                one_sided(
+                    name,
+                    weight,
+                    Box::new(Quantification::new(model, measure)?),
+                    above,
+                )
+            };
         for (i, o) in spec.objectives.iter().enumerate() {
             let (name, weight, loss): (String, f64, Box<dyn SignalLoss + Send>) = match o {
                 ObjectiveSpec::Enhancement {
@@ -793,23 +815,11 @@ impl DesignProblem {
                     weight,
                     above,
                 } => {
-                    let m = index(metabolite)?;
-                    let model = quant_model.get_or_insert(fit_model(
-                        &spec,
-                        field,
-                        acq,
-                        &concentrations,
-                        signal_scale,
-                    )?);
-                    one_sided(
-                        format!("crlb%({metabolite})"),
-                        *weight,
-                        Box::new(Quantification::new(
-                            model.clone(),
-                            Measure::CrlbPercent { metabolite: m },
-                        )?),
-                        *above,
-                    )?
+                    let measure = Measure::CrlbPercent {
+                        metabolite: index(metabolite)?,
+                    };
+                    let name = format!("crlb%({metabolite})");
+                    quantification_part(name, *weight, measure, *above)?
                 }
                 ObjectiveSpec::Correlation {
                     a,
@@ -817,23 +827,11 @@ impl DesignProblem {
                     weight,
                     above,
                 } => {
-                    let (ia, ib) = (index(a)?, index(b)?);
-                    let model = quant_model.get_or_insert(fit_model(
-                        &spec,
-                        field,
-                        acq,
-                        &concentrations,
-                        signal_scale,
-                    )?);
-                    one_sided(
-                        format!("corr²({a},{b})"),
-                        *weight,
-                        Box::new(Quantification::new(
-                            model.clone(),
-                            Measure::CorrelationSquared { a: ia, b: ib },
-                        )?),
-                        *above,
-                    )?
+                    let measure = Measure::CorrelationSquared {
+                        a: index(a)?,
+                        b: index(b)?,
+                    };
+                    quantification_part(format!("corr²({a},{b})"), *weight, measure, *above)?
                 }
             };
             if !weight.is_finite() {

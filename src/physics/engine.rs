@@ -1041,17 +1041,9 @@ impl Simulator {
         loss.evaluate(&signals, None)
     }
 
-    /// Evaluates a loss and its exact gradient with respect to every control, every member's
-    /// B1 scale and (if requested) B0 offset.
-    pub fn loss_and_gradient(
-        &mut self,
-        experiment: &Experiment,
-        loss: &dyn SignalLoss,
-        request: GradientRequest,
-    ) -> Result<(f64, Gradient), PhysicsError> {
-        self.prepare(experiment, request.b0)?;
-        self.run_forward(experiment);
-        let points = experiment.acquisition.points;
+    /// After a forward pass: the loss of the collected signals, and ∂L/∂FID of every task
+    /// (a task's share of its member's signal is 1/positions).
+    fn evaluate_loss(&mut self, points: usize, loss: &dyn SignalLoss) -> Result<f64, PhysicsError> {
         let signals = self.collect_signals(points);
         let mut grad_signals = Signals::zeros(self.members.len(), self.molecules.len(), points);
         let value = loss.evaluate(&signals, Some(&mut grad_signals))?;
@@ -1070,6 +1062,20 @@ impl Simulator {
                 *g = x * w;
             }
         }
+        Ok(value)
+    }
+
+    /// Evaluates a loss and its exact gradient with respect to every control, every member's
+    /// B1 scale and (if requested) B0 offset.
+    pub fn loss_and_gradient(
+        &mut self,
+        experiment: &Experiment,
+        loss: &dyn SignalLoss,
+        request: GradientRequest,
+    ) -> Result<(f64, Gradient), PhysicsError> {
+        self.prepare(experiment, request.b0)?;
+        self.run_forward(experiment);
+        let value = self.evaluate_loss(experiment.acquisition.points, loss)?;
         self.run_gradient(experiment, request.b0);
 
         // Reduction in task order (deterministic for any thread count).
@@ -1144,25 +1150,7 @@ impl Simulator {
         }
         self.prepare(experiment, false)?;
         self.run_forward_shared(experiment);
-        let points = experiment.acquisition.points;
-        let signals = self.collect_signals(points);
-        let mut grad_signals = Signals::zeros(self.members.len(), self.molecules.len(), points);
-        let value = loss.evaluate(&signals, Some(&mut grad_signals))?;
-        if !value.is_finite() {
-            return Err(PhysicsError::Numerical(format!("loss is {value}")));
-        }
-        let w = 1.0 / self.positions.len() as f64;
-        for task in &mut self.tasks {
-            let mol = self.fragments[task.fragment].molecule;
-            task.grad_fid.resize(points, ZERO);
-            for (g, x) in task
-                .grad_fid
-                .iter_mut()
-                .zip(grad_signals.fid(task.member, mol))
-            {
-                *g = x * w;
-            }
-        }
+        let value = self.evaluate_loss(experiment.acquisition.points, loss)?;
 
         // Chain of each step; which chains hold a designed pulse; which lie before the first
         // position-dependent (slice-selective) pulse.

@@ -343,6 +343,23 @@ fn unknown_optimizer_is_rejected_by_build() {
 }
 
 #[test]
+fn bad_optimizer_settings_are_rejected_by_build() {
+    let mut spec = small_spec();
+    spec.optimizer.memory = Some(0);
+    assert_names(&build_err(spec), &["optimizer.memory", ">= 1"]);
+    let mut spec = small_spec();
+    spec.optimizer.gradient_tolerance = Some(f64::NAN);
+    assert_names(&build_err(spec), &["optimizer.gradient_tolerance"]);
+    let mut spec = small_spec();
+    spec.optimizer.relative_tolerance = -1.0;
+    assert_names(&build_err(spec), &["optimizer.relative_tolerance"]);
+    let mut spec = small_spec();
+    spec.optimizer.method = "adam".into();
+    spec.optimizer.learning_rate = 0.0;
+    assert_names(&build_err(spec), &["optimizer.learning_rate"]);
+}
+
+#[test]
 fn unknown_optimizer_is_rejected_before_optimizing() {
     let mut spec = pushing_spec();
     spec.optimizer.method = "bfgs".into();

@@ -308,9 +308,19 @@ pub struct OptimizerSpec {
     /// Adam learning rate.
     #[serde(default = "default_learning_rate")]
     pub learning_rate: f64,
-    /// Stop when the relative decrease of the loss falls below this.
+    /// Stop when the relative decrease of the loss falls below this (L-BFGS: over one
+    /// iteration; Adam: no improvement by this fraction over `patience` iterations).
     #[serde(default = "default_relative_tolerance")]
     pub relative_tolerance: f64,
+    /// Stop when ‖∇L‖∞ falls below this (default 1e-8).
+    #[serde(default)]
+    pub gradient_tolerance: Option<f64>,
+    /// L-BFGS history length (default 10).
+    #[serde(default)]
+    pub memory: Option<usize>,
+    /// Adam: iterations without improvement before stopping (default 100; 0 disables).
+    #[serde(default)]
+    pub patience: Option<usize>,
 }
 
 fn default_method() -> String {
@@ -333,6 +343,9 @@ impl Default for OptimizerSpec {
             max_iterations: default_iterations(),
             learning_rate: default_learning_rate(),
             relative_tolerance: default_relative_tolerance(),
+            gradient_tolerance: None,
+            memory: None,
+            patience: None,
         }
     }
 }
@@ -353,12 +366,36 @@ impl ProblemSpec {
                 "must be >= 1",
             ));
         }
+        if let Some(g) = o.gradient_tolerance
+            && !(g.is_finite() && g >= 0.0)
+        {
+            return Err(PhysicsError::invalid(
+                "optimizer.gradient_tolerance",
+                g,
+                "must be finite and >= 0",
+            ));
+        }
+        if o.memory == Some(0) {
+            return Err(PhysicsError::invalid("optimizer.memory", 0, "must be >= 1"));
+        }
+        if !(o.relative_tolerance.is_finite() && o.relative_tolerance >= 0.0) {
+            return Err(PhysicsError::invalid(
+                "optimizer.relative_tolerance",
+                o.relative_tolerance,
+                "must be finite and >= 0",
+            ));
+        }
         match o.method.trim().to_ascii_lowercase().as_str() {
-            "lbfgs" | "l-bfgs" => Ok(Optimizer::Lbfgs(LbfgsOptions {
-                max_iterations: o.max_iterations,
-                relative_tolerance: o.relative_tolerance,
-                ..LbfgsOptions::default()
-            })),
+            "lbfgs" | "l-bfgs" => {
+                let d = LbfgsOptions::default();
+                Ok(Optimizer::Lbfgs(LbfgsOptions {
+                    max_iterations: o.max_iterations,
+                    relative_tolerance: o.relative_tolerance,
+                    gradient_tolerance: o.gradient_tolerance.unwrap_or(d.gradient_tolerance),
+                    memory: o.memory.unwrap_or(d.memory),
+                    ..d
+                }))
+            }
             "adam" => {
                 if !(o.learning_rate.is_finite() && o.learning_rate > 0.0) {
                     return Err(PhysicsError::invalid(
@@ -367,11 +404,14 @@ impl ProblemSpec {
                         "must be > 0",
                     ));
                 }
+                let d = AdamOptions::default();
                 Ok(Optimizer::Adam(AdamOptions {
                     max_iterations: o.max_iterations,
                     learning_rate: o.learning_rate,
                     relative_tolerance: o.relative_tolerance,
-                    ..AdamOptions::default()
+                    gradient_tolerance: o.gradient_tolerance.unwrap_or(d.gradient_tolerance),
+                    patience: o.patience.unwrap_or(d.patience),
+                    ..d
                 }))
             }
             other => Err(PhysicsError::invalid(

@@ -29,5 +29,7 @@ pub mod design;
 pub mod formats;
 pub mod physics;
 pub mod plot;
+pub mod safety;
 pub mod sequence;
 pub mod spectrum;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The safety interlock every outgoing waveform passes.

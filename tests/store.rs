@@ -155,6 +155,14 @@ fn integrity_check(dir: &Path) -> String {
         .expect("integrity_check")
 }
 
+/// The daemon moves the store into `spawn_blocking` closures.
+#[test]
+fn store_is_send() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Store>();
+    assert_send::<StoreError>();
+}
+
 #[test]
 fn samples_round_trip_bit_exact_and_nan_is_rejected() {
     let tmp = TempDir::new("roundtrip");
@@ -389,7 +397,7 @@ fn migrations_version_too_new_and_reopen() {
     let tmp = TempDir::new("migrate");
     let mut store = setup(tmp.path());
     assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
-    assert!(SCHEMA_VERSION >= 1);
+    const { assert!(SCHEMA_VERSION >= 1) };
     let id = store
         .insert_acquisition(&acq("k1", samples_for(1)))
         .expect("insert")

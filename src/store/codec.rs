@@ -24,7 +24,7 @@ pub fn encode_samples(samples: &[Complex64]) -> Vec<u8> {
 
 /// Decode a BLOB written by [`encode_samples`]; its length must be a multiple of 16.
 pub fn decode_samples(bytes: &[u8]) -> Result<Vec<Complex64>, StoreError> {
-    if bytes.len() % BYTES_PER_SAMPLE != 0 {
+    if !bytes.len().is_multiple_of(BYTES_PER_SAMPLE) {
         return Err(StoreError::Corrupt {
             what: "samples",
             detail: format!(

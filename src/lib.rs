@@ -1,8 +1,8 @@
 //! spinloop: closed-loop, spectrum-driven RF pulse design for MR consoles.
 //!
-//! Layers (dependencies point one way): [`physics`] ← [`spectrum`] / [`design`]. The daemon,
-//! store, safety interlock and control loop arrive with their issues; [`crate::bench`] holds the
-//! measurement behind `spinloop bench`.
+//! Layers (dependencies point one way): [`physics`] ← [`sequence`] ← [`spectrum`] / [`design`]
+//! ← [`safety`]; [`store`] is the durable edge (SQLite). The daemon and the control loop arrive
+//! with their issue; [`crate::bench`] holds the measurement behind `spinloop bench`.
 //!
 //! # Example
 //! Lactate at 3 T after an ideal 90° pulse about y (Fz → Fx): four protons, so the FID starts

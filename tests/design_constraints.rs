@@ -774,3 +774,42 @@ fn problem_file_fragments() {
         .is_err()
     );
 }
+
+/// Parameters at the top of the f64 range: sums that overflow (sine basis) or norms that
+/// overflow (Cartesian) still give finite samples below the peak and a finite pullback.
+#[test]
+fn overflowing_parameters_stay_finite_and_below_the_peak() {
+    use spinloop::design::parameterization::{ParamKind, Parameterization};
+    let cases = [
+        (
+            ParamKind::SineBasis { terms: 4 },
+            vec![f64::MAX, 0.0, f64::MAX, 0.0, 0.0, -f64::MAX, 1.0, 0.0],
+        ),
+        (
+            ParamKind::SineBasis { terms: 4 },
+            vec![
+                f64::MAX,
+                f64::MAX,
+                -f64::MAX,
+                f64::MAX,
+                f64::MAX,
+                0.0,
+                0.0,
+                0.0,
+            ],
+        ),
+        (ParamKind::Cartesian, vec![f64::MAX; 32]),
+        (ParamKind::Cartesian, [-f64::MAX, f64::MAX].repeat(16)),
+    ];
+    for (kind, theta) in cases {
+        let p = Parameterization::new(16, 1e-5, 800.0, kind, 0).unwrap();
+        let (ux, uy) = p.waveform(&theta).unwrap();
+        for (x, y) in ux.iter().zip(&uy) {
+            assert!(x.is_finite() && y.is_finite(), "{kind:?}: ({x}, {y})");
+            assert!(x.hypot(*y) < 800.0, "{kind:?}: |u| = {}", x.hypot(*y));
+        }
+        assert!(ux.iter().zip(&uy).any(|(x, y)| x.hypot(*y) > 799.0));
+        let g = p.pullback(&theta, &[1.0; 16], &[-0.5; 16]).unwrap();
+        assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: {g:?}");
+    }
+}

@@ -127,6 +127,23 @@ fn radial(r: f64) -> (f64, f64) {
     }
 }
 
+/// 2⁻⁶⁰⁰ (exact): the factor pre-squash vectors are scaled by when their norm overflows.
+const OVERFLOW_SCALE: f64 = 2.409919865102884e-181; // 2^-600
+
+/// A pre-squash vector whose norm is finite, and the factor it was scaled by: (v, 1) when |v|
+/// is finite, else `recompute(2⁻⁶⁰⁰)` (v computed from parameters scaled by 2⁻⁶⁰⁰, so that
+/// sums of huge finite parameters do not overflow). The squash saturates either way; scaling
+/// keeps the direction, so |u| stays below the peak and no sample is NaN.
+#[inline]
+fn finite_vector(v: (f64, f64), recompute: impl Fn(f64) -> (f64, f64)) -> (f64, f64, f64) {
+    if v.0.hypot(v.1).is_finite() {
+        (v.0, v.1, 1.0)
+    } else {
+        let w = recompute(OVERFLOW_SCALE);
+        (w.0, w.1, OVERFLOW_SCALE)
+    }
+}
+
 /// The largest f64 below 1 (1 − 2⁻⁵³): |w| is clamped to it before atanh, so that samples
 /// with κP ≤ |u| < P (where tanh saturates) map to the finite atanh(1 − 2⁻⁵³) ≈ 18.7.
 const BELOW_ONE: f64 = 1.0 - 1.0 / 9_007_199_254_740_992.0;
@@ -315,9 +332,10 @@ impl Parameterization {
         match self.kind {
             ParamKind::Cartesian => {
                 for ((p, x), y) in theta.chunks_exact(2).zip(ux.iter_mut()).zip(uy.iter_mut()) {
-                    let (f, _) = radial(p[0].hypot(p[1]));
-                    *x = scale * f * p[0];
-                    *y = scale * f * p[1];
+                    let (px, py, _) = finite_vector((p[0], p[1]), |k| (k * p[0], k * p[1]));
+                    let (f, _) = radial(px.hypot(py));
+                    *x = scale * f * px;
+                    *y = scale * f * py;
                 }
             }
             ParamKind::AmplitudePhase => {
@@ -331,7 +349,11 @@ impl Parameterization {
             ParamKind::SineBasis { terms } => {
                 let nf = ux.len() as f64;
                 for (i, (x, y)) in ux.iter_mut().zip(uy.iter_mut()).enumerate() {
-                    let (vx, vy) = self.sine_values(theta, terms, (i as f64 + 0.5) * PI / nf);
+                    let angle = (i as f64 + 0.5) * PI / nf;
+                    let (vx, vy, _) =
+                        finite_vector(self.sine_values(theta, terms, angle, 1.0), |k| {
+                            self.sine_values(theta, terms, angle, k)
+                        });
                     let (f, _) = radial(vx.hypot(vy));
                     *x = scale * f * vx;
                     *y = scale * f * vy;
@@ -341,13 +363,13 @@ impl Parameterization {
         Ok(())
     }
 
-    /// Pre-squash values v = Σ_j (c_j, d_j)·sin(j·x).
+    /// Pre-squash values v = Σ_j (k·c_j, k·d_j)·sin(j·x).
     #[inline]
-    fn sine_values(&self, theta: &[f64], terms: usize, x: f64) -> (f64, f64) {
+    fn sine_values(&self, theta: &[f64], terms: usize, x: f64, k: f64) -> (f64, f64) {
         let (mut vx, mut vy) = (0.0, 0.0);
         for_each_sine(x, terms, |j, s| {
-            vx += theta[2 * j] * s;
-            vy += theta[2 * j + 1] * s;
+            vx += k * theta[2 * j] * s;
+            vy += k * theta[2 * j + 1] * s;
         });
         (vx, vy)
     }
@@ -402,9 +424,10 @@ impl Parameterization {
                     .zip(gx)
                     .zip(gy)
                 {
-                    let (ox, oy) = squash_adjoint(p[0], p[1], gx, gy);
-                    o[0] = ox;
-                    o[1] = oy;
+                    let (px, py, k) = finite_vector((p[0], p[1]), |k| (k * p[0], k * p[1]));
+                    let (ox, oy) = squash_adjoint(px, py, gx, gy);
+                    o[0] = k * ox;
+                    o[1] = k * oy;
                 }
             }
             ParamKind::AmplitudePhase => {
@@ -426,11 +449,13 @@ impl Parameterization {
                 let nf = gx.len() as f64;
                 for (i, (&gx, &gy)) in gx.iter().zip(gy).enumerate() {
                     let x = (i as f64 + 0.5) * PI / nf;
-                    let (vx, vy) = self.sine_values(theta, terms, x);
+                    let (vx, vy, k) = finite_vector(self.sine_values(theta, terms, x, 1.0), |k| {
+                        self.sine_values(theta, terms, x, k)
+                    });
                     let (bx, by) = squash_adjoint(vx, vy, gx, gy);
                     for_each_sine(x, terms, |j, s| {
-                        out[2 * j] += bx * s;
-                        out[2 * j + 1] += by * s;
+                        out[2 * j] += k * bx * s;
+                        out[2 * j + 1] += k * by * s;
                     });
                 }
             }

@@ -218,3 +218,87 @@ pub fn design_bench(
         })
     })
 }
+
+/// Durable ingestion into the store: acquisitions of `points` complex samples, committed one
+/// per transaction (`batch` = 1) or `batch` per transaction, each insert returning after its
+/// commit (what an ack waits for). Reports sustained acquisitions/s and per-commit latency.
+#[derive(Debug, Clone)]
+pub struct StoreBenchResult {
+    /// Acquisitions stored.
+    pub acquisitions: usize,
+    /// Samples per acquisition.
+    pub points: usize,
+    /// Acquisitions per transaction.
+    pub batch: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+    /// Commit latencies (s), one per transaction, sorted.
+    pub latencies: Vec<f64>,
+}
+
+/// Runs the store benchmark in a fresh database under `dir` (created; removed afterwards).
+pub fn store_bench(
+    dir: &std::path::Path,
+    acquisitions: usize,
+    points: usize,
+    batch: usize,
+) -> Result<StoreBenchResult, crate::store::StoreError> {
+    use crate::store::{ConsoleInfo, NewAcquisition, NewSession, Store};
+    use num_complex::Complex64;
+    let batch = batch.max(1);
+    let _ = std::fs::remove_dir_all(dir);
+    let mut store = Store::open(dir)?;
+    store.upsert_console(&ConsoleInfo {
+        id: "bench-console".into(),
+        nucleus: "1H".into(),
+        f0_hz: 123.2e6,
+        limits: serde_json::json!({"peak_b1_hz": 1000.0}),
+    })?;
+    store.create_session(&NewSession {
+        id: "bench-session".into(),
+        console_id: "bench-console".into(),
+        spec: serde_json::json!({}),
+    })?;
+    let make = |i: usize| NewAcquisition {
+        session_id: "bench-session".into(),
+        console_id: "bench-console".into(),
+        idempotency_key: format!("acq-{i}"),
+        waveform_id: "w0".into(),
+        dwell_s: 2.5e-4,
+        f0_hz: 123.2e6,
+        averages: 1,
+        coil: "head".into(),
+        n_samples: points,
+        samples: (0..points)
+            .map(|k| Complex64::from_polar(1.0, 0.01 * (k * (i + 1)) as f64))
+            .collect(),
+    };
+    let mut latencies = Vec::with_capacity(acquisitions.div_ceil(batch));
+    let t0 = Instant::now();
+    let mut i = 0;
+    while i < acquisitions {
+        let n = batch.min(acquisitions - i);
+        let items: Vec<NewAcquisition> = (i..i + n).map(make).collect();
+        let t = Instant::now();
+        if n == 1 {
+            store.insert_acquisition(&items[0])?;
+        } else {
+            for r in store.insert_acquisitions(&items)? {
+                r?;
+            }
+        }
+        latencies.push(t.elapsed().as_secs_f64());
+        i += n;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+    latencies.sort_by(f64::total_cmp);
+    Ok(StoreBenchResult {
+        acquisitions,
+        points,
+        batch,
+        seconds,
+        latencies,
+    })
+}

@@ -78,6 +78,13 @@ enum Command {
         /// tests/problems/glu_gln_3t_press.toml).
         #[arg(long, value_name = "PROBLEM.toml")]
         design: Option<std::path::PathBuf>,
+        /// Instead: durable ingestion of N 2048-point acquisitions into a fresh store in a
+        /// temporary directory (one commit each, then `--batch` per commit).
+        #[arg(long, value_name = "N")]
+        store: Option<usize>,
+        /// Acquisitions per commit for the batched store run.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
     },
     /// Simulate metabolites under a sequence: the mixture FID (NIfTI-MRS, Bruker), spectra
     /// (CSV) and a plot.
@@ -120,7 +127,29 @@ fn main() -> Result<()> {
             family_eta,
             basis_grid,
             design,
+            store,
+            batch,
         } => {
+            if let Some(n) = store {
+                let dir = std::env::temp_dir()
+                    .join(format!("spinloop-store-bench-{}", std::process::id()));
+                for b in [1, batch] {
+                    let r = spinloop::bench::store_bench(&dir, n, 2048, b)
+                        .context("store benchmark")?;
+                    let q =
+                        |f: f64| r.latencies[((r.latencies.len() - 1) as f64 * f).round() as usize];
+                    println!(
+                        "store: {} acquisitions x {} points, {} per commit: {:.0} acquisitions/s, commit latency p50 {:.2} ms, p99 {:.2} ms",
+                        r.acquisitions,
+                        r.points,
+                        r.batch,
+                        r.acquisitions as f64 / r.seconds,
+                        q(0.5) * 1e3,
+                        q(0.99) * 1e3
+                    );
+                }
+                return Ok(());
+            }
             if let Some(path) = design {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;

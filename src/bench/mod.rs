@@ -38,10 +38,7 @@ pub fn golden_bench(
     evals: usize,
     options: SimOptions,
 ) -> Result<BenchResult, PhysicsError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    let pool = thread_pool(threads)?;
     pool.install(|| {
         let (ux, uy) = golden::test_pulse();
         let exp = golden::experiment(ux, uy);
@@ -107,10 +104,7 @@ pub fn basis_bench(n: usize, threads: usize) -> Result<BasisBenchResult, Physics
     use crate::sequence::builders::acquisition;
     use crate::sequence::protocols::{Protocol, PulseStyle};
     use crate::spectrum::basis::protocol_basis;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    let pool = thread_pool(threads)?;
     pool.install(|| {
         let t0 = Instant::now();
         let molecules = BASIS_METABOLITES
@@ -162,6 +156,11 @@ pub struct DesignBenchResult {
     pub cold_seconds: f64,
     /// Each timed loss+gradient with a changed designed pulse (s).
     pub seconds: Vec<f64>,
+    /// If asked: one loss+gradient through the full path (`Simulator::loss_and_gradient`,
+    /// every pulse, B1 and B0 differentiated) at the start point (s), and the largest
+    /// difference of its designed-pulse gradient from the design path's, relative to the
+    /// largest component.
+    pub full_gradient: Option<(f64, f64)>,
 }
 
 /// Times loss+gradient of a design problem: build, one cold evaluation, then `evals`
@@ -171,12 +170,10 @@ pub fn design_bench(
     spec: &crate::design::problem::ProblemSpec,
     threads: usize,
     evals: usize,
+    full: bool,
 ) -> Result<DesignBenchResult, PhysicsError> {
     use crate::design::problem::DesignProblem;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))?;
+    let pool = thread_pool(threads)?;
     pool.install(|| {
         let t0 = Instant::now();
         let mut problem = DesignProblem::build(spec.clone())?;
@@ -198,6 +195,32 @@ pub fn design_bench(
             problem.evaluate(&x)?;
             seconds.push(t.elapsed().as_secs_f64());
         }
+        let full_gradient = if full {
+            let (ux, uy) = problem.param.waveform(&x0)?;
+            let experiment = problem.experiment_with(ux, uy);
+            let (_, design) =
+                problem
+                    .simulator
+                    .loss_and_pulse_gradient(&experiment, &problem.objective, &[0])?;
+            let t = Instant::now();
+            let (_, g) = problem.simulator.loss_and_gradient(
+                &experiment,
+                &problem.objective,
+                crate::physics::GradientRequest::default(),
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            let pairs = || {
+                g.ux[0]
+                    .iter()
+                    .zip(&design.ux[0])
+                    .chain(g.uy[0].iter().zip(&design.uy[0]))
+            };
+            let scale = pairs().fold(0.0f64, |m, (a, _)| m.max(a.abs()));
+            let diff = pairs().fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            Some((secs, diff / scale.max(f64::MIN_POSITIVE)))
+        } else {
+            None
+        };
         let fragments = problem
             .simulator
             .molecules()
@@ -215,6 +238,7 @@ pub fn design_bench(
             build_seconds,
             cold_seconds,
             seconds,
+            full_gradient,
         })
     })
 }
@@ -301,4 +325,12 @@ pub fn store_bench(
         seconds,
         latencies,
     })
+}
+
+/// A rayon pool of `threads` threads for one measurement.
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, PhysicsError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| PhysicsError::Numerical(format!("thread pool: {e}")))
 }

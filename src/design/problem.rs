@@ -718,10 +718,7 @@ impl DesignProblem {
 
         // Reference signals (nominal hardware, same grid) for the normalized objectives.
         let mut nominal = Simulator::new(
-            spec.molecules
-                .iter()
-                .map(|n| library::by_name(n))
-                .collect::<Result<Vec<_>, _>>()?,
+            simulator.molecules().to_vec(),
             field,
             carrier,
             vec![Member::NOMINAL],

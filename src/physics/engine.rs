@@ -1194,6 +1194,8 @@ impl Simulator {
         let np = self.positions.len();
         // Chains before the first slice-selective pulse (the shared prefix).
         let prefix = first_slice_chain.min(n_chains);
+        // The first position sweeps the shared chains and its own; the others only their own.
+        let first_sweeps: Vec<bool> = (0..n_chains).map(|c| shared[c] || own[c]).collect();
         let groups: Vec<&mut [Task]> = self.tasks.chunks_mut(np).collect();
         groups
             .into_par_iter()
@@ -1204,8 +1206,7 @@ impl Simulator {
                 }
                 ctx.group_costates(group, if np > 1 { prefix } else { 0 }, pool);
                 let (first, rest) = group.split_at_mut(1);
-                let first_sel: Vec<bool> = (0..n_chains).map(|c| shared[c] || own[c]).collect();
-                ctx.sweep(&mut first[0], false, Some(&first_sel), pool);
+                ctx.sweep(&mut first[0], false, Some(&first_sweeps), pool);
                 if own.iter().any(|&o| o) {
                     for t in rest.iter_mut() {
                         ctx.sweep(t, false, Some(&own), pool);
@@ -1625,7 +1626,7 @@ impl Ctx<'_> {
         }
 
         self.final_costate(task, f, s);
-        self.chain_costates(task, f, s, 0);
+        self.chain_costates(task, f, s, 0..task.chains.len());
     }
 
     /// Λ_N (the costate at the end of the last block) from ∂L/∂FID into `s.lam`.
@@ -1642,12 +1643,18 @@ impl Ctx<'_> {
         gemm(&mut s.lam, &s.x, Op::N, w, Op::H);
     }
 
-    /// Backward over chains from the costate in `s.lam` (entering the end of the last chain):
-    /// λ_start = Pᴴ λ_end P for chains `lowest..`, last first; a filter's adjoint keeps the
-    /// opposite orders (Tr[A·mask_S(B)] = Tr[mask_{−S}(A)·B]). On return, if `lowest > 0`,
-    /// `s.lam` holds the costate entering the end of chain `lowest − 1`.
-    fn chain_costates(&self, task: &mut Task, f: &FragmentModel, s: &mut Scratch, lowest: usize) {
-        for c in (lowest..task.chains.len()).rev() {
+    /// Backward over chains from the costate in `s.lam` (entering the end of the last chain of
+    /// `chains`): λ_start = Pᴴ λ_end P for each chain of the range, last first; a filter's
+    /// adjoint keeps the opposite orders (Tr[A·mask_S(B)] = Tr[mask_{−S}(A)·B]). On return, if
+    /// the range starts above 0, `s.lam` holds the costate entering the end of the chain before.
+    fn chain_costates(
+        &self,
+        task: &mut Task,
+        f: &FragmentModel,
+        s: &mut Scratch,
+        chains: std::ops::Range<usize>,
+    ) {
+        for c in chains.rev() {
             let ch = &mut task.chains[c];
             gemm(&mut s.x, &ch.p, Op::H, &s.lam, Op::N);
             gemm(&mut ch.lam_start, &s.x, Op::N, &ch.p, Op::N);
@@ -1672,7 +1679,8 @@ impl Ctx<'_> {
             s.w.copy_from(&s.lam);
             for t in group.iter_mut() {
                 s.lam.copy_from(&s.w);
-                self.chain_costates(t, f, s, 0);
+                let n = t.chains.len();
+                self.chain_costates(t, f, s, 0..n);
             }
             return;
         }
@@ -1681,21 +1689,12 @@ impl Ctx<'_> {
         s.rho.fill_zero();
         for t in group.iter_mut() {
             s.lam.copy_from(&s.w);
-            self.chain_costates(t, f, s, shared);
+            let n = t.chains.len();
+            self.chain_costates(t, f, s, shared..n);
             s.rho.axpy(C64::new(1.0, 0.0), &s.lam);
         }
         std::mem::swap(&mut s.lam, &mut s.rho);
-        let first = &mut group[0];
-        for c in (0..shared).rev() {
-            let ch = &mut first.chains[c];
-            gemm(&mut s.x, &ch.p, Op::H, &s.lam, Op::N);
-            gemm(&mut ch.lam_start, &s.x, Op::N, &ch.p, Op::N);
-            if c > 0 {
-                s.lam.copy_from(&ch.lam_start);
-                let fi = self.filter_before(c);
-                coherence_mask(&mut s.lam, &f.m2, &self.filters[fi], -1);
-            }
-        }
+        self.chain_costates(&mut group[0], f, s, 0..shared);
     }
 
     /// The second half of [`Ctx::gradient`]: the forward sweep of C = [ρ, λ] through the steps

@@ -25,6 +25,9 @@
 //! ```
 
 pub mod bench;
+pub mod calibrate;
+pub mod control;
+pub mod daemon;
 pub mod design;
 pub mod formats;
 pub mod physics;

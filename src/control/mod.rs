@@ -1,0 +1,1 @@
+//! The closed-loop session: a sans-IO state machine (no sockets, no clocks).

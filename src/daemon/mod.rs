@@ -7,7 +7,9 @@
 //! ([`ConsoleRegistry`], each with the sender of its Connect stream), the mailboxes of running
 //! sessions ([`SessionHub`]) and the live event feed (a broadcast of stored events).
 
+pub mod design;
 pub mod pb;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! `glu_gln_3t` (single and B1-ensemble variants) on a chosen number of threads, the implied
 //! GFLOP/s, and a bit-identity check between repeated runs.
 
+pub mod daemon;
+
 use std::time::Instant;
 
 use crate::design::golden::{self, Variant};

@@ -89,6 +89,16 @@ enum Command {
         /// Acquisitions per commit for the batched store run.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Instead: daemon ingestion through gRPC — an in-process daemon on a Unix socket and N
+        /// concurrent consoles streaming 2048-point FIDs (saturated, then paced at --rate).
+        #[arg(long, value_name = "N")]
+        daemon: Option<usize>,
+        /// Acquisitions in the saturated daemon run (all consoles together).
+        #[arg(long, default_value_t = 20_000)]
+        acquisitions: usize,
+        /// Total rate of the paced daemon run (acquisitions/s).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
     },
     /// Simulate metabolites under a sequence: the mixture FID (NIfTI-MRS, Bruker), spectra
     /// (CSV) and a plot.
@@ -134,7 +144,23 @@ fn main() -> Result<()> {
             full_gradient,
             store,
             batch,
+            daemon,
+            acquisitions,
+            rate,
         } => {
+            if let Some(n) = daemon {
+                let r = spinloop::bench::daemon::daemon_bench(
+                    &spinloop::bench::daemon::DaemonBenchOptions {
+                        consoles: n,
+                        acquisitions,
+                        rate,
+                        points: 2048,
+                    },
+                )
+                .context("daemon benchmark")?;
+                println!("{r}");
+                return Ok(());
+            }
             if let Some(n) = store {
                 let dir = std::env::temp_dir()
                     .join(format!("spinloop-store-bench-{}", std::process::id()));

@@ -7,9 +7,14 @@
 //! ([`ConsoleRegistry`], each with the sender of its Connect stream), the mailboxes of running
 //! sessions ([`SessionHub`]) and the live event feed (a broadcast of stored events).
 
+pub mod config;
+pub mod console;
 pub mod design;
+pub mod notify;
 pub mod pb;
+pub mod server;
 pub mod sessions;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,12 +51,22 @@ enum StoreMsg {
 /// Largest number of acquisitions committed in one transaction.
 pub const MAX_GROUP_COMMIT: usize = 64;
 
+/// Counters of the store actor's group commits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions that committed a group of acquisitions.
+    pub group_commits: u64,
+    /// Acquisitions handled in those groups (stored, duplicate or refused).
+    pub acquisitions: u64,
+}
+
 /// The store actor: one thread owns the [`Store`]; callers send it closures. Concurrent
 /// ingestions queued together are committed in one transaction (group commit: one fsync for
 /// many acks); each caller still gets its own outcome, only after the commit.
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: std::sync::mpsc::Sender<StoreMsg>,
+    stats: Arc<[std::sync::atomic::AtomicU64; 2]>,
 }
 
 impl StoreHandle {
@@ -59,11 +74,23 @@ impl StoreHandle {
     /// ends (join the handle to wait for the last commit).
     pub fn spawn(store: Store) -> (StoreHandle, std::thread::JoinHandle<()>) {
         let (tx, rx) = std::sync::mpsc::channel::<StoreMsg>();
+        let stats: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+        let counters = stats.clone();
         let join = std::thread::Builder::new()
             .name("spinloop-store".into())
-            .spawn(move || store_loop(store, rx))
+            .spawn(move || store_loop(store, rx, &counters))
             .expect("spawning the store thread");
-        (StoreHandle { tx }, join)
+        (StoreHandle { tx, stats }, join)
+    }
+
+    /// Group-commit counters since the actor started (mean group size = acquisitions /
+    /// group_commits).
+    pub fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            group_commits: self.stats[0].load(Relaxed),
+            acquisitions: self.stats[1].load(Relaxed),
+        }
     }
 
     /// Runs `f` on the store thread and returns its result.
@@ -92,7 +119,11 @@ impl StoreHandle {
     }
 }
 
-fn store_loop(mut store: Store, rx: std::sync::mpsc::Receiver<StoreMsg>) {
+fn store_loop(
+    mut store: Store,
+    rx: std::sync::mpsc::Receiver<StoreMsg>,
+    stats: &[std::sync::atomic::AtomicU64; 2],
+) {
     let mut pending: Option<StoreMsg> = None;
     loop {
         let msg = match pending.take() {
@@ -120,6 +151,11 @@ fn store_loop(mut store: Store, rx: std::sync::mpsc::Receiver<StoreMsg>) {
                         Err(_) => break,
                     }
                 }
+                stats[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats[1].fetch_add(
+                    batch.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 match store.insert_acquisitions(&batch) {
                     Ok(outcomes) => {
                         for (r, o) in replies.into_iter().zip(outcomes) {
@@ -127,11 +163,15 @@ fn store_loop(mut store: Store, rx: std::sync::mpsc::Receiver<StoreMsg>) {
                         }
                     }
                     Err(e) => {
-                        let msg = e.to_string();
-                        for r in replies {
-                            let _ = r.send(Err(StoreError::Conflict(format!(
-                                "the batch was not committed: {msg}"
-                            ))));
+                        // The group transaction failed as a whole (SQLite: I/O, busy, ...):
+                        // nothing of it was written. Fall back to one transaction per item so
+                        // each caller gets its own, true outcome.
+                        tracing::warn!(
+                            "group commit of {} failed ({e}); committing one by one",
+                            batch.len()
+                        );
+                        for (a, r) in batch.iter().zip(replies) {
+                            let _ = r.send(store.insert_acquisition(a));
                         }
                     }
                 }
@@ -196,6 +236,12 @@ impl ConsoleRegistry {
     pub fn get(&self, id: &str) -> Option<ConsoleLink> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.1.get(id).cloned()
+    }
+
+    /// How many consoles are connected now.
+    pub fn count(&self) -> usize {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.len()
     }
 
     /// Whether the console is connected now.

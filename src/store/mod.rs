@@ -67,7 +67,7 @@ use serde_json::Value;
 pub use error::StoreError;
 pub use model::{
     Acquisition, Console, ConsoleInfo, Event, Fit, Ingested, NewAcquisition, NewFit, NewSession,
-    NewWaveform, Session, SessionState, Waveform,
+    NewWaveform, Session, SessionState, SessionStep, Waveform,
 };
 pub use schema::SCHEMA_VERSION;
 
@@ -259,6 +259,131 @@ impl Store {
         let session = get_session_in(&tx, id)?;
         tx.commit()?;
         Ok(session)
+    }
+
+    /// The session's checkpoint (its state machine's persisted state), if any.
+    pub fn session_checkpoint(&self, id: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT checkpoint FROM sessions WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match text {
+            None => Err(StoreError::not_found("session", id)),
+            Some(None) => Ok(None),
+            Some(Some(t)) => from_json("session.checkpoint", &t).map(Some),
+        }
+    }
+
+    /// Commits one step of a session in one transaction (see [`SessionStep`]) and returns the
+    /// stored events. Nothing is written on any error.
+    pub fn commit_session_step(&mut self, step: &SessionStep) -> Result<Vec<Event>, StoreError> {
+        let sid = step.session_id.as_str();
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = get_session_in(&tx, sid)?;
+        for w in &step.waveforms {
+            non_empty("waveform.id", &w.id)?;
+            positive_finite("waveform.dt_s", w.dt_s)?;
+            finite_samples("waveform.samples", &w.samples)?;
+            if w.session_id != sid {
+                return Err(StoreError::invalid(
+                    "waveform.session_id",
+                    &w.session_id,
+                    format!("the step is for session {sid}"),
+                ));
+            }
+            if !w.approved {
+                return Err(StoreError::Conflict(format!(
+                    "waveform {} was not approved by the interlock; it cannot be sent",
+                    w.id
+                )));
+            }
+            let blob = codec::encode_samples(&w.samples);
+            let existing: Option<(String, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT session_id, samples FROM waveforms WHERE id = ?1",
+                    [&w.id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match existing {
+                Some((s, b)) if s == sid && b == blob => {
+                    tx.execute(
+                        "UPDATE waveforms SET sent_ms = ?2 WHERE id = ?1 AND sent_ms IS NULL",
+                        params![w.id, now],
+                    )?;
+                }
+                Some(_) => {
+                    return Err(StoreError::Conflict(format!(
+                        "waveform {} already exists with other content",
+                        w.id
+                    )));
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO waveforms (id, session_id, dt_s, n_samples, samples,
+                                                approved, created_ms, sent_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?6)",
+                        params![w.id, sid, w.dt_s, len_i64(w.samples.len()), blob, now],
+                    )?;
+                }
+            }
+        }
+        for f in &step.fits {
+            tx.execute(
+                "INSERT INTO fits (session_id, acquisition_id, params, created_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![sid, f.acquisition_id, to_json(&f.params), now],
+            )?;
+        }
+        let mut seqs = Vec::with_capacity(step.events.len());
+        for (kind, payload) in &step.events {
+            non_empty("event.kind", kind)?;
+            tx.execute(
+                "INSERT INTO events (session_id, kind, payload, at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![sid, kind, to_json(payload), now],
+            )?;
+            seqs.push(tx.last_insert_rowid());
+        }
+        if let Some(cp) = &step.checkpoint {
+            tx.execute(
+                "UPDATE sessions SET checkpoint = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![sid, to_json(cp), now],
+            )?;
+        }
+        if let Some(state) = step.state
+            && state != current.state
+        {
+            if current.state.is_terminal() {
+                return Err(StoreError::Conflict(format!(
+                    "session {sid} is {}; it cannot become {state}",
+                    current.state
+                )));
+            }
+            tx.execute(
+                "UPDATE sessions SET state = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![sid, state.as_str(), now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(step
+            .events
+            .iter()
+            .zip(seqs)
+            .map(|((kind, payload), seq)| Event {
+                seq,
+                session_id: Some(sid.to_string()),
+                kind: kind.clone(),
+                payload: payload.clone(),
+                at_ms: now,
+            })
+            .collect())
     }
 
     // ---- acquisitions ---------------------------------------------------------------------

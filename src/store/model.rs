@@ -230,3 +230,23 @@ pub struct Event {
     /// When it was appended (Unix ms).
     pub at_ms: i64,
 }
+
+/// Everything one step of a closed-loop session produced, committed in one transaction: a
+/// crash leaves all of it or none.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SessionStep {
+    /// The session.
+    pub session_id: String,
+    /// Waveforms the interlock approved, stored and marked sent (the shell sends them to
+    /// the console after the commit). A waveform already stored with identical content is
+    /// only marked sent again (a repeat).
+    pub waveforms: Vec<NewWaveform>,
+    /// Fits.
+    pub fits: Vec<NewFit>,
+    /// Events `(kind, payload)`, in order.
+    pub events: Vec<(String, Value)>,
+    /// The new checkpoint, if it changed.
+    pub checkpoint: Option<Value>,
+    /// The new state, if it changed.
+    pub state: Option<SessionState>,
+}

@@ -80,6 +80,11 @@ CREATE TABLE events (
 ) STRICT;
 CREATE INDEX events_by_session ON events(session_id, seq);
 "#,
+    // v2: the closed-loop session's checkpoint (its state machine's persisted state, JSON),
+    // written in the same transaction as the waveforms, fits and events of each step.
+    r#"
+ALTER TABLE sessions ADD COLUMN checkpoint TEXT CHECK (checkpoint IS NULL OR json_valid(checkpoint));
+"#,
 ];
 
 /// The schema version this build creates and understands (the number of migrations).

@@ -366,9 +366,7 @@ async fn phase(
                 window,
                 interval,
                 // Paced consoles start staggered so the total rate is even.
-                start: interval.map_or(Duration::ZERO, |i| {
-                    i.mul_f64(c as f64 / o.consoles as f64)
-                }),
+                start: interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / o.consoles as f64)),
             },
         )));
     }
@@ -410,7 +408,9 @@ pub fn daemon_bench(o: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonB
         ));
     }
     if !(o.rate.is_finite() && o.rate > 0.0 && o.rate <= 100_000.0) {
-        return Err(DaemonBenchError::Options("--rate must be in (0, 1e5]".into()));
+        return Err(DaemonBenchError::Options(
+            "--rate must be in (0, 1e5]".into(),
+        ));
     }
     if o.points == 0 || o.points > crate::control::MAX_SAMPLE_COUNT {
         return Err(DaemonBenchError::Options("points out of range".into()));

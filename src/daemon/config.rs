@@ -326,7 +326,6 @@ impl DaemonConfig {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

@@ -157,7 +157,8 @@ impl ConsoleService {
 
     /// The profile of a console for a unary call: live, else from its stored hello.
     async fn profile_of(&self, console_id: &str) -> Result<ConsoleProfile, Status> {
-        check_id("console_id", console_id, 64).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_id("console_id", console_id, 64)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(link) = self.shared.consoles.get(console_id) {
             return Ok(link.profile);
         }
@@ -179,8 +180,9 @@ impl ConsoleService {
             Err(e) => return Err(store_status(e)),
         };
         serde_json::from_value::<ConsoleProfile>(console.info.limits).map_err(|e| {
-            Status::failed_precondition(format!(
-                "console {console_id:?}: its stored hello is unreadable ({e}); it must say hello again"
+            Status::not_found(format!(
+                "console_id {console_id:?}: no hello stored for this console ({e}); it must say \
+                 hello on a Connect stream first"
             ))
         })
     }
@@ -191,7 +193,9 @@ fn daemon_status(e: DaemonError) -> Status {
     match e {
         DaemonError::Store(s) => store_status(s),
         DaemonError::StoreClosed => Status::unavailable("the daemon is shutting down"),
-        DaemonError::NotConnected(c) => Status::failed_precondition(format!("console {c} is not connected")),
+        DaemonError::NotConnected(c) => {
+            Status::failed_precondition(format!("console {c} is not connected"))
+        }
     }
 }
 
@@ -418,7 +422,11 @@ impl ConsoleService {
             f0_hz: profile.f0_hz,
             limits,
         };
-        let stored = self.shared.store.call(move |s| s.upsert_console(&info)).await;
+        let stored = self
+            .shared
+            .store
+            .call(move |s| s.upsert_console(&info))
+            .await;
         if let Err(s) = stored
             .map_err(daemon_status)
             .and_then(|r| r.map_err(store_status))

@@ -152,10 +152,7 @@ fn store_loop(
                     }
                 }
                 stats[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                stats[1].fetch_add(
-                    batch.len() as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                stats[1].fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 match store.insert_acquisitions(&batch) {
                     Ok(outcomes) => {
                         for (r, o) in replies.into_iter().zip(outcomes) {

@@ -95,7 +95,10 @@ pub enum ServerError {
     Task(String),
 }
 
-fn listen_err(what: &'static str, target: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ServerError {
+fn listen_err(
+    what: &'static str,
+    target: impl std::fmt::Display,
+) -> impl FnOnce(std::io::Error) -> ServerError {
     let target = target.to_string();
     move |source| ServerError::Listen {
         what,
@@ -121,19 +124,23 @@ impl UnixSocket {
         use std::os::unix::fs::FileTypeExt;
         let shown = path.display().to_string();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(listen_err("creating the socket directory", parent.display()))?;
+            std::fs::create_dir_all(parent).map_err(listen_err(
+                "creating the socket directory",
+                parent.display(),
+            ))?;
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
                     return Err(ServerError::Socket {
                         path: path.to_path_buf(),
-                        reason: "another process is listening on it (is spinloopd already running?)"
-                            .into(),
+                        reason:
+                            "another process is listening on it (is spinloopd already running?)"
+                                .into(),
                     });
                 }
-                std::fs::remove_file(path).map_err(listen_err("removing the stale socket", &shown))?;
+                std::fs::remove_file(path)
+                    .map_err(listen_err("removing the stale socket", &shown))?;
             }
             Ok(_) => {
                 return Err(ServerError::Socket {
@@ -250,11 +257,12 @@ impl ServeOptions {
 /// tonic reports an inbound message beyond the decode limit as OUT_OF_RANGE in a
 /// trailers-only response; the API promises RESOURCE_EXHAUSTED. (Streams map it themselves.)
 fn oversize_to_resource_exhausted<B>(mut r: http::Response<B>) -> http::Response<B> {
-    let h = r.headers();
-    let is_oversize = h.get("grpc-status").map(|v| v.as_bytes()) == Some(b"11".as_slice())
-        && h.get("grpc-message")
-            .is_some_and(|m| String::from_utf8_lossy(m.as_bytes()).contains("message length too large"));
-    if is_oversize {
+    // `Status::into_http` leaves the status in the response's extensions.
+    let oversize = r
+        .extensions()
+        .get::<tonic::Status>()
+        .is_some_and(super::console::is_oversize);
+    if oversize {
         r.headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("8"));
     }
@@ -461,7 +469,10 @@ pub async fn start_in_process(config: DaemonConfig) -> Result<DaemonHandle, Serv
     }
     let socket = config.unix_socket.clone();
     let tcp = match &listeners.tcp {
-        Some((l, _)) => Some(l.local_addr().map_err(listen_err("reading the address of", "tcp"))?),
+        Some((l, _)) => Some(
+            l.local_addr()
+                .map_err(listen_err("reading the address of", "tcp"))?,
+        ),
         None => None,
     };
     let listening = listeners.describe();

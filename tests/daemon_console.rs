@@ -215,7 +215,11 @@ fn bad_cases() -> Vec<(&'static str, pb::Acquisition, Code)> {
         acq(&"k".repeat(200), "w1"),
         Code::InvalidArgument,
     ));
-    v.push(("bad waveform id", acq("bad-wid", "w/1"), Code::InvalidArgument));
+    v.push((
+        "bad waveform id",
+        acq("bad-wid", "w/1"),
+        Code::InvalidArgument,
+    ));
     v.push((
         "waveform never stored",
         acq("bad-unknown-w", "w-nope"),
@@ -269,10 +273,10 @@ async fn health_reflection_and_socket_mode() {
         "grpc.health.v1.Health",
     ];
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -292,10 +296,10 @@ async fn health_reflection_and_socket_mode() {
         }
     }
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let req = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -436,8 +440,13 @@ async fn ingestion_acked_after_commit_bit_exact_and_idempotent() {
     // Many at once on the stream: every one acked (possibly out of order), each key once.
     let keys: Vec<String> = (0..200).map(|i| format!("burst-{i}")).collect();
     for (i, k) in keys.iter().enumerate() {
-        l.send(Up::Acquisition(acquisition(k, "w1", POINTS as usize, i as u64)))
-            .await;
+        l.send(Up::Acquisition(acquisition(
+            k,
+            "w1",
+            POINTS as usize,
+            i as u64,
+        )))
+        .await;
     }
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < keys.len() {

@@ -59,9 +59,8 @@ impl LoopModel {
     /// The model for a (validated) problem and the ensemble relative to the estimate.
     pub fn new(problem: ProblemSpec, ensemble: EnsembleSpec) -> Result<LoopModel, PhysicsError> {
         let nominal = DesignProblem::build(problem.clone())?;
-        let calibrator = Calibrator::new(&nominal).map_err(|e| {
-            PhysicsError::invalid("session", "calibration model", e.to_string())
-        })?;
+        let calibrator = Calibrator::new(&nominal)
+            .map_err(|e| PhysicsError::invalid("session", "calibration model", e.to_string()))?;
         Ok(LoopModel {
             problem,
             ensemble,

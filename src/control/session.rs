@@ -424,7 +424,12 @@ impl Session {
 
     /// Passes the current waveform through the interlock and queues it.
     fn transmit(&mut self, now_s: f64, interlock: &mut Interlock, repeat: bool) {
-        let Some(w) = self.cp.current.and_then(|i| self.cp.waveforms.get(i)).cloned() else {
+        let Some(w) = self
+            .cp
+            .current
+            .and_then(|i| self.cp.waveforms.get(i))
+            .cloned()
+        else {
             return;
         };
         let numeric_id = self.cp.current.map_or(0, |i| i as u64 + 1);
@@ -468,10 +473,7 @@ impl Session {
                     "rejected",
                     json!({"waveform_id": w.id, "round": w.round, "reason": e.to_string()}),
                 );
-                self.fail(format!(
-                    "the interlock refused waveform {}: {e}",
-                    w.id
-                ));
+                self.fail(format!("the interlock refused waveform {}: {e}", w.id));
             }
         }
     }
@@ -613,7 +615,11 @@ impl Session {
 
         // Identifiability: probe before trusting the B1 scale.
         if !poorly.is_empty() && self.cp.probes < MAX_PROBES && self.budget_allows() {
-            let Some(design) = self.cp.design.and_then(|i| self.cp.waveforms.get(i)).cloned()
+            let Some(design) = self
+                .cp
+                .design
+                .and_then(|i| self.cp.waveforms.get(i))
+                .cloned()
             else {
                 self.fail("no design to probe with".into());
                 return;
@@ -643,7 +649,12 @@ impl Session {
             return;
         }
 
-        let Some(design) = self.cp.design.and_then(|i| self.cp.waveforms.get(i)).cloned() else {
+        let Some(design) = self
+            .cp
+            .design
+            .and_then(|i| self.cp.waveforms.get(i))
+            .cloned()
+        else {
             self.fail("no design waveform was sent".into());
             return;
         };

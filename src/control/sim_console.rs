@@ -46,7 +46,11 @@ impl SimConsole {
     ) -> Result<SimConsole, PhysicsError> {
         profile.validate()?;
         if !(noise_sd.is_finite() && noise_sd >= 0.0) {
-            return Err(PhysicsError::invalid("noise_sd", noise_sd, "must be finite and ≥ 0"));
+            return Err(PhysicsError::invalid(
+                "noise_sd",
+                noise_sd,
+                "must be finite and ≥ 0",
+            ));
         }
         phantom.field = format!("{}MHz", profile.f0_hz * 1e-6);
         phantom.acquisition.points = profile.sample_count;

@@ -343,7 +343,9 @@ impl SessionSpec {
                     "kind": o.kind, "metabolite": o.metabolite,
                     "window_ppm": window(o)?, "weight": weight,
                 }),
-                "fidelity" => json!({"kind": "fidelity", "window_ppm": window(o)?, "weight": weight}),
+                "fidelity" => {
+                    json!({"kind": "fidelity", "window_ppm": window(o)?, "weight": weight})
+                }
                 "crlb" => json!({
                     "kind": "crlb", "metabolite": o.metabolite, "weight": weight, "above": o.above,
                 }),

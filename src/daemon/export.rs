@@ -77,14 +77,33 @@ pub fn session_files(store: &Store, id: &str) -> Result<Vec<(String, Vec<u8>)>, 
         .map_err(fmt_err(name.clone()))?;
         // User-defined keys take the standard's {Value, Description} form.
         for (key, value, description) in [
-            ("spinloop_acquisition_id", json!(a.id), "spinloop store id of the acquisition"),
-            ("spinloop_waveform_id", json!(a.data.waveform_id), "id of the waveform played"),
-            ("spinloop_idempotency_key", json!(a.data.idempotency_key), "console's idempotency key"),
-            ("spinloop_averages", json!(a.data.averages), "averages summed in the FID"),
+            (
+                "spinloop_acquisition_id",
+                json!(a.id),
+                "spinloop store id of the acquisition",
+            ),
+            (
+                "spinloop_waveform_id",
+                json!(a.data.waveform_id),
+                "id of the waveform played",
+            ),
+            (
+                "spinloop_idempotency_key",
+                json!(a.data.idempotency_key),
+                "console's idempotency key",
+            ),
+            (
+                "spinloop_averages",
+                json!(a.data.averages),
+                "averages summed in the FID",
+            ),
         ] {
             nifti.set(key, json!({"Value": value, "Description": description}));
         }
-        files.push((name.clone(), nifti.to_bytes().map_err(fmt_err(name.clone()))?));
+        files.push((
+            name.clone(),
+            nifti.to_bytes().map_err(fmt_err(name.clone()))?,
+        ));
         index.push(json!({
             "file": name,
             "id": a.id,
@@ -118,16 +137,20 @@ pub fn session_files(store: &Store, id: &str) -> Result<Vec<(String, Vec<u8>)>, 
         let adc = profile
             .as_ref()
             .map(|p| Adc::new(p.sample_count, p.dwell_s));
-        let seq = PulseqExport::pulse_acquire(w.data.id.clone(), PulseqSystem::default(), rf, 0.0, adc);
+        let seq =
+            PulseqExport::pulse_acquire(w.data.id.clone(), PulseqSystem::default(), rf, 0.0, adc);
         let text = seq
             .to_seq_string()
             .map_err(fmt_err(format!("{base}.seq")))?;
         files.push((format!("{base}.seq"), text.into_bytes()));
-        let (shape, _) =
-            Shape::from_controls(w.data.id.clone(), dt, &ux, &uy).map_err(fmt_err(format!("{base}.bruker.shape")))?;
+        let (shape, _) = Shape::from_controls(w.data.id.clone(), dt, &ux, &uy)
+            .map_err(fmt_err(format!("{base}.bruker.shape")))?;
         let bruker = BrukerShape::from_shape(&shape, &w.data.id, ExMode::Excitation, 90.0)
             .map_err(fmt_err(format!("{base}.bruker.shape")))?;
-        files.push((format!("{base}.bruker.shape"), write_shape(&bruker).into_bytes()));
+        files.push((
+            format!("{base}.bruker.shape"),
+            write_shape(&bruker).into_bytes(),
+        ));
     }
     let fits_v: Vec<_> = fits
         .iter()

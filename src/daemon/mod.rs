@@ -10,10 +10,13 @@
 pub mod config;
 pub mod console;
 pub mod design;
+pub mod export;
 pub mod notify;
 pub mod pb;
+pub mod runner;
 pub mod server;
 pub mod sessions;
+pub mod sim_link;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -323,6 +326,38 @@ impl SessionHub {
     }
 }
 
+/// The safety interlock of every console (one per console, shared by its sessions, so the
+/// rolling energy window sees every play). Nothing reaches a console without passing it.
+#[derive(Clone, Default)]
+pub struct Interlocks {
+    inner: Arc<Mutex<HashMap<String, crate::safety::Interlock>>>,
+}
+
+impl Interlocks {
+    /// Runs `f` with the console's interlock, created from (or updated to) the profile's
+    /// limits.
+    pub fn with<R>(
+        &self,
+        profile: &ConsoleProfile,
+        f: impl FnOnce(&mut crate::safety::Interlock) -> R,
+    ) -> Result<R, crate::safety::SafetyError> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let il = match g.entry(profile.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let il = o.into_mut();
+                if *il.limits() != profile.limits {
+                    il.set_limits(profile.limits)?;
+                }
+                il
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(crate::safety::Interlock::new(profile.limits)?)
+            }
+        };
+        Ok(f(il))
+    }
+}
+
 /// Everything the services share.
 #[derive(Clone)]
 pub struct Shared {
@@ -334,6 +369,8 @@ pub struct Shared {
     pub sessions: SessionHub,
     /// Every stored event, live (watchers replay from the store, then follow this).
     pub events: broadcast::Sender<Event>,
+    /// Per-console safety interlocks.
+    pub interlocks: Interlocks,
 }
 
 impl Shared {
@@ -344,6 +381,7 @@ impl Shared {
             consoles: ConsoleRegistry::default(),
             sessions: SessionHub::default(),
             events: broadcast::channel(1024).0,
+            interlocks: Interlocks::default(),
         }
     }
 

@@ -174,8 +174,10 @@ async fn step(
         ..SessionStep::default()
     };
     if resumed {
-        st.events
-            .push(("resumed".into(), json!({"acquisitions_used": session.used().len()})));
+        st.events.push((
+            "resumed".into(),
+            json!({"acquisitions_used": session.used().len()}),
+        ));
     }
     let mut outgoing = Vec::new();
     while let Some(o) = session.poll_output() {
@@ -324,7 +326,12 @@ async fn prepare_resume(
     let sid = sess.id.clone();
     let (checkpoint, acquisitions) = shared
         .store
-        .call(move |s| Ok::<_, crate::store::StoreError>((s.session_checkpoint(&sid)?, s.list_acquisitions(&sid)?)))
+        .call(move |s| {
+            Ok::<_, crate::store::StoreError>((
+                s.session_checkpoint(&sid)?,
+                s.list_acquisitions(&sid)?,
+            ))
+        })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

@@ -94,17 +94,23 @@ pub fn spec_from_pb(p: pb::SessionSpec) -> Result<SessionSpec, Status> {
             averages: or(b.averages, d.averages),
         }
     });
-    let convergence = p.convergence.map_or_else(control::Convergence::default, |c| {
-        let d = control::Convergence::default();
-        control::Convergence {
-            objective_tolerance: nz(c.objective_tolerance).unwrap_or(d.objective_tolerance),
-            probe_b1_sigma: nz(c.probe_b1_sigma).unwrap_or(d.probe_b1_sigma),
-        }
-    });
+    let convergence = p
+        .convergence
+        .map_or_else(control::Convergence::default, |c| {
+            let d = control::Convergence::default();
+            control::Convergence {
+                objective_tolerance: nz(c.objective_tolerance).unwrap_or(d.objective_tolerance),
+                probe_b1_sigma: nz(c.probe_b1_sigma).unwrap_or(d.probe_b1_sigma),
+            }
+        });
     let ensemble = match p.ensemble {
         Some(e) if !e.b1.is_empty() || !e.b0_hz.is_empty() => control::EnsembleSpec {
             b1: if e.b1.is_empty() { vec![1.0] } else { e.b1 },
-            b0_hz: if e.b0_hz.is_empty() { vec![0.0] } else { e.b0_hz },
+            b0_hz: if e.b0_hz.is_empty() {
+                vec![0.0]
+            } else {
+                e.b0_hz
+            },
         },
         _ => control::EnsembleSpec::default(),
     };
@@ -130,13 +136,15 @@ pub fn spec_from_pb(p: pb::SessionSpec) -> Result<SessionSpec, Status> {
             sine_terms: (q.sine_terms != 0).then_some(q.sine_terms as usize),
             fixed_edges: q.fixed_edges as usize,
         }),
-        constraints: p.constraints.map_or_else(control::ConstraintSpec::default, |c| {
-            control::ConstraintSpec {
-                peak_b1_hz: nz(c.peak_b1_hz),
-                energy_weight: c.energy_weight,
-                smoothness_weight: c.smoothness_weight,
-            }
-        }),
+        constraints: p
+            .constraints
+            .map_or_else(control::ConstraintSpec::default, |c| {
+                control::ConstraintSpec {
+                    peak_b1_hz: nz(c.peak_b1_hz),
+                    energy_weight: c.energy_weight,
+                    smoothness_weight: c.smoothness_weight,
+                }
+            }),
         ensemble,
         budget,
         convergence,
@@ -222,7 +230,10 @@ fn params_pb(v: &Value) -> Vec<pb::Parameter> {
 pub fn event_pb(e: &crate::store::Event) -> pb::SessionEvent {
     use pb::session_event::Detail;
     let p = &e.payload;
-    let u32_of = |k: &str| p[k].as_u64().map_or(0, |x| u32::try_from(x).unwrap_or(u32::MAX));
+    let u32_of = |k: &str| {
+        p[k].as_u64()
+            .map_or(0, |x| u32::try_from(x).unwrap_or(u32::MAX))
+    };
     let detail = match e.kind.as_str() {
         "fit" => Some(Detail::Fit(pb::FitEvent {
             round: u32_of("round"),
@@ -428,7 +439,9 @@ impl pb::sessions_server::Sessions for SessionsService {
                 let _ = self.shared.events.send(e);
             }
         }
-        Ok(Response::new(session_pb(&self.shared, &q.session_id).await?))
+        Ok(Response::new(
+            session_pb(&self.shared, &q.session_id).await?,
+        ))
     }
 
     type WatchSessionStream = BoxStream<pb::SessionEvent>;
@@ -603,10 +616,7 @@ impl pb::sessions_server::Sessions for SessionsService {
                         max_duration_s: p.limits.max_duration_s,
                         max_duty_cycle: p.limits.max_duty_cycle,
                         energy_window_s: p.limits.window.map_or(0.0, |w| w.window_s),
-                        window_max_energy_hz2s: p
-                            .limits
-                            .window
-                            .map_or(0.0, |w| w.max_energy_hz2s),
+                        window_max_energy_hz2s: p.limits.window.map_or(0.0, |w| w.max_energy_hz2s),
                     }),
                     first_seen_ms: c.first_seen_ms,
                     last_seen_ms: c.last_seen_ms,

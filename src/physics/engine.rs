@@ -561,6 +561,24 @@ impl Simulator {
         &self.members
     }
 
+    /// Replaces the ensemble members (validated as in [`Simulator::new`]) without rebuilding
+    /// the prepared molecules: amplitude-family tables already built (they depend on B0, not on
+    /// B1) are kept, and tasks are re-prepared on the next call. Results are those of a new
+    /// simulator with these members. Note that tables accumulate, one set per distinct B0
+    /// offset seen; a long-lived caller that visits many offsets should rebuild now and then.
+    pub fn set_members(&mut self, members: Vec<Member>) -> Result<(), PhysicsError> {
+        if members.is_empty() {
+            return Err(PhysicsError::invalid("members", "[]", "need at least one"));
+        }
+        for (i, m) in members.iter().enumerate() {
+            positive(format!("members[{i}].b1"), m.b1)?;
+            finite(format!("members[{i}].b0_hz"), m.b0_hz)?;
+        }
+        self.members = members;
+        self.prepared = None;
+        Ok(())
+    }
+
     /// Number of simulation tasks (fragments × members × grid positions).
     pub fn task_count(&self) -> usize {
         self.members.len() * self.fragments.len() * self.positions.len()

@@ -1,7 +1,10 @@
-//! spinloop: the command-line tool. Offline physics and spectroscopy (`run`, `bench`,
-//! `molecules`, `simulate`, `basis`, `fit`, `compare`); the daemon client arrives with the
-//! daemon.
+//! spinloop: the command-line tool. The main job (`run`: the closed loop against a built-in
+//! simulated console), the daemon's client (`sessions`, `consoles`), and the offline physics
+//! and spectroscopy tools (`golden`, `bench`, `molecules`, `simulate`, `basis`, `fit`,
+//! `compare`, `optimize`).
 
+#[path = "spinloop/client.rs"]
+mod client;
 #[path = "spinloop/design_cmd.rs"]
 mod design_cmd;
 #[path = "spinloop/offline.rs"]
@@ -43,9 +46,37 @@ impl From<VariantArg> for Variant {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job (for now): simulate the golden Glu/Gln 3 T problem, optimize its pulse with
-    /// exact gradients, and print the result.
+    /// The main job: run the closed loop against a built-in simulated 3 T console with a hidden
+    /// B1 error — a daemon in this process, the console and an operator session over gRPC —
+    /// print every decision, the fitted hardware against the hidden truth, and export it.
     Run {
+        /// Data directory of the in-process daemon (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Where to write the session's export (default: under the temporary directory).
+        #[arg(long)]
+        export: Option<std::path::PathBuf>,
+        /// Noise seed of the simulated console.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The daemon's sessions: list, show, watch, export, cancel, create.
+    Sessions {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: client::SessionsCmd,
+    },
+    /// The consoles the daemon knows.
+    Consoles {
+        #[command(flatten)]
+        conn: client::Connection,
+        #[command(subcommand)]
+        cmd: client::ConsolesCmd,
+    },
+    /// Simulate the golden Glu/Gln 3 T problem, optimize its pulse with exact gradients, and
+    /// print the result.
+    Golden {
         /// Problem variant.
         #[arg(long, value_enum, default_value = "b1")]
         variant: VariantArg,
@@ -130,6 +161,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
+            data_dir,
+            export,
+            seed,
+        } => runtime()?.block_on(client::run_demo(data_dir, export, seed)),
+        Command::Sessions { conn, cmd } => runtime()?.block_on(client::sessions(conn, cmd)),
+        Command::Consoles { conn, cmd } => runtime()?.block_on(client::consoles(conn, cmd)),
+        Command::Golden {
             variant,
             iterations,
             output,
@@ -302,6 +340,13 @@ fn print_summary(m: &Molecule) {
         singlets.join(", "),
         m.description
     );
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn run(variant: Variant, iterations: usize, output: Option<std::path::PathBuf>) -> Result<()> {

@@ -287,10 +287,10 @@ fn predict_is_the_simulated_mixture_with_the_receiver_model() {
 
 #[test]
 fn jacobian_gradient_equals_the_exact_adjoint_gradient() {
-    for (text, compression) in [
-        (PULSE_ACQUIRE, false),
-        (PULSE_ACQUIRE, true),
-        (PRESS, false),
+    for (label, text, compression) in [
+        ("pulse-acquire", PULSE_ACQUIRE, false),
+        ("pulse-acquire, AM/AM", PULSE_ACQUIRE, true),
+        ("PRESS 3x3 grid", PRESS, false),
     ] {
         let p = problem(text);
         let mut cal = Calibrator::new(&p).expect("calibrator");
@@ -327,10 +327,8 @@ fn jacobian_gradient_equals_the_exact_adjoint_gradient() {
         assert!(rel(lin.cost(), cost) < 1e-12, "{} vs {}", lin.cost(), cost);
         let jtr = lin.gradient();
         for ((name, a), b) in lin.names.iter().zip(&jtr).zip(&exact) {
-            assert!(
-                rel(*a, *b) < 1e-6,
-                "{text:.30} {name}: Jᵀr {a} vs exact {b}"
-            );
+            assert!(rel(*a, *b) < 1e-6, "{label} {name}: Jᵀr {a} vs exact {b}");
+            eprintln!("{label:>20} {name:>18}: Jᵀr vs adjoint {:.1e}", rel(*a, *b));
         }
     }
 }
@@ -579,6 +577,23 @@ fn probes_make_b1_identifiable() {
         )
         .expect("expected");
     let (x1, x2) = (e1.b1_scale.expect("b1"), e2.b1_scale.expect("b1"));
+    // Four averages halve every standard error.
+    let four = cal
+        .expected_std_errors(
+            &hidden,
+            &[Probe {
+                averages: 4,
+                ..probe(&p.reference)
+            }],
+            SIGMA,
+            &options,
+        )
+        .expect("expected");
+    for (a, b) in four.to_array().iter().zip(e1.to_array()) {
+        if let (Some(a), Some(b)) = (a, b) {
+            assert!(rel(2.0 * a, b) < 1e-9, "{a} vs {b}");
+        }
+    }
     assert!(x1 > 10.0 * x2);
     assert!(rel(x2, s2) < 0.2, "expected {x2:e}, fitted {s2:e}");
 }

@@ -14,12 +14,12 @@ use super::lm::FitOptions;
 use super::model::{
     HardwareModel, Measurement, PARAMETER_NAMES, check_waveform, compress, compress_derivative,
 };
-use crate::design::problem::DesignProblem;
+use crate::design::problem::{DesignProblem, ProblemSpec};
 use crate::physics::{
     Acquisition, Block, Experiment, Field, GradientRequest, Member, Molecule, PhysicsError,
     SignalLoss, Signals, SimOptions, Simulator, SpatialGrid,
 };
-use crate::spectrum::{SpectrumPlan, frequency_axis, ifftshift, ppm_axis, window_indices};
+use crate::spectrum::{SpectrumPlan, frequency_axis, ppm_axis, window_indices};
 
 /// Relative central-difference step of the B1 scale.
 pub(crate) const H_B1: f64 = 1e-4;
@@ -177,6 +177,11 @@ impl Calibrator {
             molecules,
             offsets: HashSet::new(),
         })
+    }
+
+    /// A calibrator for a problem file's spec (compiles the problem first).
+    pub fn from_spec(spec: ProblemSpec) -> Result<Calibrator, CalibrateError> {
+        Calibrator::new(&DesignProblem::build(spec)?)
     }
 
     /// The acquisition (points, dwell, nominal linewidth).
@@ -387,23 +392,19 @@ impl Calibrator {
         let all: Vec<usize> = (0..x.len()).collect();
         let ph = self.phases(&all, model.phase0_rad, model.phase1_s);
         let spectrum = self.phased(&x, &all, &ph)?;
-        Ok(self.inverse_spectrum(&spectrum))
+        self.inverse_spectrum(&spectrum)
     }
 
-    /// The FID whose spectrum (first point halved, FFT, fftshift) is `spectrum`.
-    fn inverse_spectrum(&self, spectrum: &[C64]) -> Vec<C64> {
-        let n = spectrum.len();
-        // The adjoint map is ifftshift, unnormalised inverse FFT, halving; the inverse is the
-        // same with 1/M and doubling.
-        let mut buf = ifftshift(spectrum);
-        let mut planner = rustfft::FftPlanner::new();
-        planner.plan_fft_inverse(n).process(&mut buf);
-        let scale = 1.0 / n as f64;
-        for z in &mut buf {
+    /// The FID whose spectrum (first point halved, FFT, fftshift) is `spectrum`: the adjoint
+    /// map (ifftshift, unnormalised inverse FFT, halving) divided by M, first point × 4.
+    fn inverse_spectrum(&self, spectrum: &[C64]) -> Result<Vec<C64>, CalibrateError> {
+        let mut x = self.plan.spectrum_adjoint(spectrum)?;
+        let scale = 1.0 / x.len() as f64;
+        for z in &mut x {
             *z *= scale;
         }
-        buf[0] *= 2.0;
-        buf
+        x[0] *= 4.0;
+        Ok(x)
     }
 
     /// Spectra of the data on the window, with weights.

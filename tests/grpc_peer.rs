@@ -42,9 +42,16 @@ async fn a_python_grpcio_client_runs_a_session() {
     let phantom = demo::phantom(&profile).expect("phantom");
     let sim = SimConsole::new(profile.clone(), phantom, demo::truth(), demo::NOISE_SD, 9)
         .expect("sim console");
-    let link = tokio::spawn(run_sim_console(channel, sim, Arc::new(LinkStats::default())));
+    let link = tokio::spawn(run_sim_console(
+        channel,
+        sim,
+        Arc::new(LinkStats::default()),
+    ));
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/grpc_client_peer.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/peers/grpc_client_peer.py"
+    );
     let protos = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
     // The console connects within moments; the script waits for the channel, and ListConsoles
     // must see it, so give the link a head start.

@@ -47,7 +47,11 @@ fn problem(text: &str) -> Result<DesignProblem, Status> {
 }
 
 /// Checks a request's waveform against the problem's pulse and the hardware interlock.
-fn waveform(p: &DesignProblem, w: &pb::Waveform, what: &str) -> Result<(Vec<f64>, Vec<f64>), Status> {
+fn waveform(
+    p: &DesignProblem,
+    w: &pb::Waveform,
+    what: &str,
+) -> Result<(Vec<f64>, Vec<f64>), Status> {
     let file = WaveformFile {
         dt: w.dt_s,
         ux: w.ux.clone(),
@@ -91,7 +95,11 @@ impl pb::design_server::Design for DesignService {
                         molecule: name.clone(),
                         b1: member.b1,
                         b0_hz: member.b0_hz,
-                        samples: signals.fid(m, k).iter().flat_map(|c| [c.re, c.im]).collect(),
+                        samples: signals
+                            .fid(m, k)
+                            .iter()
+                            .flat_map(|c| [c.re, c.im])
+                            .collect(),
                     });
                 }
             }

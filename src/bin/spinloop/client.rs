@@ -45,7 +45,8 @@ impl Connection {
         if let Some(addr) = self.tcp {
             let tls = match &self.tls_ca {
                 Some(ca) => {
-                    let ca = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                    let ca =
+                        std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
                     let id = match (&self.tls_cert, &self.tls_key) {
                         (Some(c), Some(k)) => Some((
                             std::fs::read(c).with_context(|| format!("reading {}", c.display()))?,
@@ -157,7 +158,12 @@ fn session_json(s: &pb::Session) -> serde_json::Value {
 }
 
 fn print_session(s: &pb::Session) {
-    println!("session {}  [{}]  console {}", s.id, state_name(s.state), s.console_id);
+    println!(
+        "session {}  [{}]  console {}",
+        s.id,
+        state_name(s.state),
+        s.console_id
+    );
     if !s.label.is_empty() {
         println!("  {}", s.label);
     }
@@ -167,9 +173,15 @@ fn print_session(s: &pb::Session) {
     );
     for p in &s.hardware {
         if p.std_error.is_finite() {
-            println!("  {:<14} {:>12.6} ± {:<10.3e} {}", p.name, p.value, p.std_error, p.unit);
+            println!(
+                "  {:<14} {:>12.6} ± {:<10.3e} {}",
+                p.name, p.value, p.std_error, p.unit
+            );
         } else {
-            println!("  {:<14} {:>12.6}   (held fixed) {}", p.name, p.value, p.unit);
+            println!(
+                "  {:<14} {:>12.6}   (held fixed) {}",
+                p.name, p.value, p.unit
+            );
         }
     }
 }
@@ -181,17 +193,30 @@ pub fn describe_event(e: &pb::SessionEvent) -> String {
     let body = match e.kind.as_str() {
         "waveform_sent" => format!(
             "{} {}: peak {:.0} Hz, energy {:.2} Hz²s{}",
-            if p["probe"].as_bool() == Some(true) { "probe" } else { "waveform" },
+            if p["probe"].as_bool() == Some(true) {
+                "probe"
+            } else {
+                "waveform"
+            },
             p["waveform_id"].as_str().unwrap_or(""),
             f("peak_b1_hz"),
             f("energy_hz2s"),
-            if p["repeat"].as_bool() == Some(true) { " (repeat)" } else { "" }
+            if p["repeat"].as_bool() == Some(true) {
+                " (repeat)"
+            } else {
+                ""
+            }
         ),
         "fit" => {
             let params = p["parameters"].as_array().cloned().unwrap_or_default();
             let s: Vec<String> = params
                 .iter()
-                .filter(|q| matches!(q["name"].as_str(), Some("b1_scale" | "b0_offset_hz" | "phase0_rad")))
+                .filter(|q| {
+                    matches!(
+                        q["name"].as_str(),
+                        Some("b1_scale" | "b0_offset_hz" | "phase0_rad")
+                    )
+                })
                 .map(|q| {
                     format!(
                         "{} {:.4}±{:.1e}",
@@ -210,7 +235,9 @@ pub fn describe_event(e: &pb::SessionEvent) -> String {
         ),
         "designed" => format!(
             "designed round {}: predicted {:.5} ({} iterations)",
-            p["round"], f("predicted"), p["iterations"]
+            p["round"],
+            f("predicted"),
+            p["iterations"]
         ),
         "probe" => format!("probe: {}", p["reason"].as_str().unwrap_or("")),
         "converged" | "failed" | "cancelled" => p["reason"].as_str().unwrap_or("").to_string(),
@@ -243,11 +270,19 @@ pub async fn sessions(conn: Connection, cmd: SessionsCmd) -> Result<()> {
             } else if r.sessions.is_empty() {
                 println!("no sessions");
             } else {
-                println!("{:<34} {:<10} {:<16} {:>5} {:>5}  label", "id", "state", "console", "acq", "wave");
+                println!(
+                    "{:<34} {:<10} {:<16} {:>5} {:>5}  label",
+                    "id", "state", "console", "acq", "wave"
+                );
                 for s in &r.sessions {
                     println!(
                         "{:<34} {:<10} {:<16} {:>5} {:>5}  {}",
-                        s.id, state_name(s.state), s.console_id, s.acquisitions, s.waveforms, s.label
+                        s.id,
+                        state_name(s.state),
+                        s.console_id,
+                        s.acquisitions,
+                        s.waveforms,
+                        s.label
                     );
                 }
             }
@@ -315,7 +350,8 @@ pub async fn sessions(conn: Connection, cmd: SessionsCmd) -> Result<()> {
         SessionsCmd::Create { spec } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
-            let spec = spec_from_json(&text).with_context(|| format!("parsing {}", spec.display()))?;
+            let spec =
+                spec_from_json(&text).with_context(|| format!("parsing {}", spec.display()))?;
             let s = c
                 .create_session(pb::CreateSessionRequest { spec: Some(spec) })
                 .await
@@ -361,13 +397,17 @@ fn spec_from_json(text: &str) -> Result<pb::SessionSpec> {
             te2_ms: q.te2_ms.unwrap_or(0.0),
             tm_ms: q.tm_ms.unwrap_or(0.0),
             pulses: q.pulses.unwrap_or_default(),
-            grid_points: q.grid_points.map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)),
+            grid_points: q
+                .grid_points
+                .map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)),
         }),
         pulse: s.pulse.map(|p| pb::Pulse {
             segments: u32::try_from(p.segments).unwrap_or(u32::MAX),
             dt_s: p.dt_s,
             parameterization: p.parameterization.unwrap_or_default(),
-            sine_terms: p.sine_terms.map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
+            sine_terms: p
+                .sine_terms
+                .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
             fixed_edges: u32::try_from(p.fixed_edges).unwrap_or(u32::MAX),
         }),
         constraints: Some(pb::Constraints {
@@ -472,7 +512,11 @@ pub async fn consoles(conn: Connection, cmd: ConsolesCmd) -> Result<()> {
                         k.console_id,
                         k.nucleus,
                         k.f0_hz * 1e-6,
-                        if k.connected { "connected   " } else { "disconnected" },
+                        if k.connected {
+                            "connected   "
+                        } else {
+                            "disconnected"
+                        },
                         k.limits.as_ref().map_or(f64::NAN, |l| l.peak_b1_hz)
                     );
                 }
@@ -485,7 +529,11 @@ pub async fn consoles(conn: Connection, cmd: ConsolesCmd) -> Result<()> {
 /// The main job: a daemon in this process, a simulated 3 T console with a hidden B1 error
 /// connected over gRPC, one session created over gRPC; prints its events, the fitted
 /// hardware against the hidden truth, and exports it.
-pub async fn run_demo(data_dir: Option<PathBuf>, export_dir: Option<PathBuf>, seed: u64) -> Result<()> {
+pub async fn run_demo(
+    data_dir: Option<PathBuf>,
+    export_dir: Option<PathBuf>,
+    seed: u64,
+) -> Result<()> {
     use spinloop::control::SimConsole;
     use spinloop::daemon::config::DaemonConfig;
     use spinloop::daemon::sim_link::{LinkStats, demo, run_sim_console};
@@ -497,7 +545,11 @@ pub async fn run_demo(data_dir: Option<PathBuf>, export_dir: Option<PathBuf>, se
     let daemon = spinloop::daemon::server::start_in_process(config)
         .await
         .context("starting the daemon")?;
-    println!("spinloopd (in process): {}; data in {}", daemon.listening, data.display());
+    println!(
+        "spinloopd (in process): {}; data in {}",
+        daemon.listening,
+        data.display()
+    );
     let channel = spinloop::daemon::server::unix_channel(&daemon.socket)
         .await
         .context("connecting")?;
@@ -506,7 +558,13 @@ pub async fn run_demo(data_dir: Option<PathBuf>, export_dir: Option<PathBuf>, se
     let profile = demo::profile(&console_id);
     let truth = demo::truth();
     let phantom = demo::phantom(&profile).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-    let sim = SimConsole::new(profile.clone(), phantom, truth.clone(), demo::NOISE_SD, seed)?;
+    let sim = SimConsole::new(
+        profile.clone(),
+        phantom,
+        truth.clone(),
+        demo::NOISE_SD,
+        seed,
+    )?;
     println!(
         "simulated console {console_id}: 3 T, hidden hardware B1 × {}, B0 {:+} Hz, phase {} rad",
         truth.b1_scale, truth.b0_offset_hz, truth.phase0_rad
@@ -515,8 +573,14 @@ pub async fn run_demo(data_dir: Option<PathBuf>, export_dir: Option<PathBuf>, se
     let link = tokio::spawn(run_sim_console(channel.clone(), sim, stats.clone()));
     let mut sessions = pb::sessions_client::SessionsClient::new(channel.clone());
     for _ in 0..400 {
-        let r = sessions.list_consoles(pb::ListConsolesRequest {}).await?.into_inner();
-        if r.consoles.iter().any(|c| c.console_id == console_id && c.connected) {
+        let r = sessions
+            .list_consoles(pb::ListConsolesRequest {})
+            .await?
+            .into_inner();
+        if r.consoles
+            .iter()
+            .any(|c| c.console_id == console_id && c.connected)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -563,7 +627,10 @@ pub async fn run_demo(data_dir: Option<PathBuf>, export_dir: Option<PathBuf>, se
             && p.std_error.is_finite()
         {
             let z = (p.value - t) / p.std_error;
-            println!("    {:<14} fitted {:>10.5}  truth {:>10.5}  ({:+.2} σ)", p.name, p.value, t, z);
+            println!(
+                "    {:<14} fitted {:>10.5}  truth {:>10.5}  ({:+.2} σ)",
+                p.name, p.value, t, z
+            );
         }
     }
     let export_dir = export_dir.unwrap_or_else(|| tmp.join("export"));

@@ -169,7 +169,7 @@ impl LoopModel {
                 .collect::<Vec<_>>()
         );
         Ok(FitOutcome {
-            estimate: fit.model.clone(),
+            estimate: fit.model,
             parameters,
             b1_sigma,
             residual_rms: fit.residual_rms,

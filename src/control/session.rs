@@ -366,7 +366,7 @@ impl Session {
                 "convergence": self.spec.convergence,
             }),
         );
-        let estimate = self.cp.estimate.clone();
+        let estimate = self.cp.estimate;
         match self.model.design(&estimate, None) {
             Ok(d) => {
                 self.event(
@@ -584,7 +584,7 @@ impl Session {
     fn after_round(&mut self, now_s: f64, interlock: &mut Interlock) {
         let data = self.measurements();
         let last_id = self.cp.used.last().copied();
-        let start = self.cp.estimate.clone();
+        let start = self.cp.estimate;
         let fit = match self.model.fit(&data, &start) {
             Ok(f) => f,
             Err(e) => {
@@ -593,7 +593,7 @@ impl Session {
             }
         };
         self.cp.fits += 1;
-        self.cp.estimate = fit.estimate.clone();
+        self.cp.estimate = fit.estimate;
         let poorly: Vec<String> = if fit.b1_sigma > self.spec.convergence.probe_b1_sigma {
             vec!["b1_scale".into()]
         } else {
@@ -658,7 +658,7 @@ impl Session {
             self.fail("no design waveform was sent".into());
             return;
         };
-        let estimate = self.cp.estimate.clone();
+        let estimate = self.cp.estimate;
         let measured = match self.model.objective(&estimate, &design.ux, &design.uy) {
             Ok(v) => v,
             Err(e) => {

@@ -561,7 +561,7 @@ pub async fn run_demo(
     let sim = SimConsole::new(
         profile.clone(),
         phantom,
-        truth.clone(),
+        truth,
         demo::NOISE_SD,
         seed,
     )?;

@@ -788,3 +788,142 @@ fn data_dir_from_config_then_state_directory_then_error() {
     assert!(nested.join(DB_FILE).is_file());
     assert_eq!(store.path(), nested.join(DB_FILE));
 }
+
+#[test]
+fn a_session_step_commits_all_or_nothing() {
+    use spinloop::store::SessionStep;
+    let dir = TempDir::new("step");
+    let mut store = setup(dir.path());
+    assert_eq!(store.session_checkpoint("s1").expect("checkpoint"), None);
+    let wave = |id: &str, approved: bool| NewWaveform {
+        id: id.into(),
+        session_id: "s1".into(),
+        dt_s: 2e-5,
+        samples: vec![Complex64::new(10.0, -3.5), Complex64::new(0.1, 1e-300)],
+        approved,
+    };
+    let step = SessionStep {
+        session_id: "s1".into(),
+        waveforms: vec![wave("s1-w1", true)],
+        fits: vec![],
+        events: vec![
+            ("designed".into(), json!({"round": 0})),
+            ("waveform_sent".into(), json!({"waveform_id": "s1-w1"})),
+        ],
+        checkpoint: Some(json!({"phase": "collecting", "round": 0})),
+        state: None,
+    };
+    let events = store.commit_session_step(&step).expect("step");
+    assert_eq!(events.len(), 2);
+    assert!(events[1].seq > events[0].seq);
+    assert!(store.waveform_was_sent("s1-w1").expect("sent"));
+    assert_eq!(
+        store.session_checkpoint("s1").expect("checkpoint"),
+        Some(json!({"phase": "collecting", "round": 0}))
+    );
+    // Repeating the same waveform (a resend) is accepted; other content under its id is not.
+    let repeat = SessionStep {
+        session_id: "s1".into(),
+        waveforms: vec![wave("s1-w1", true)],
+        ..SessionStep::default()
+    };
+    store.commit_session_step(&repeat).expect("repeat");
+    let mut other = wave("s1-w1", true);
+    other.samples[0].re = 11.0;
+    // A bad step — a conflicting waveform after a valid event — writes nothing at all.
+    let bad = SessionStep {
+        session_id: "s1".into(),
+        waveforms: vec![wave("s1-w2", true), other],
+        events: vec![("fit".into(), json!({}))],
+        checkpoint: Some(json!({"phase": "done"})),
+        state: Some(SessionState::Converged),
+        ..SessionStep::default()
+    };
+    assert!(matches!(
+        store.commit_session_step(&bad),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(!store.waveform_was_sent("s1-w2").expect("query"));
+    assert_eq!(
+        store
+            .events_since(Some("s1"), 0, 100)
+            .expect("events")
+            .len(),
+        2
+    );
+    assert_eq!(
+        store.get_session("s1").expect("s").state,
+        SessionState::Open
+    );
+    // An unapproved waveform never becomes "sent".
+    let unapproved = SessionStep {
+        session_id: "s1".into(),
+        waveforms: vec![wave("s1-w3", false)],
+        ..SessionStep::default()
+    };
+    assert!(matches!(
+        store.commit_session_step(&unapproved),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(!store.waveform_was_sent("s1-w3").expect("query"));
+    // The final step: state and checkpoint together; afterwards the state cannot change.
+    let done = SessionStep {
+        session_id: "s1".into(),
+        events: vec![("converged".into(), json!({"reason": "test"}))],
+        checkpoint: Some(json!({"phase": "done"})),
+        state: Some(SessionState::Converged),
+        ..SessionStep::default()
+    };
+    store.commit_session_step(&done).expect("done");
+    assert_eq!(
+        store.get_session("s1").expect("s").state,
+        SessionState::Converged
+    );
+    let reopen = SessionStep {
+        session_id: "s1".into(),
+        state: Some(SessionState::Open),
+        ..SessionStep::default()
+    };
+    assert!(store.commit_session_step(&reopen).is_err());
+    // Unknown session.
+    let unknown = SessionStep {
+        session_id: "nope".into(),
+        ..SessionStep::default()
+    };
+    assert!(matches!(
+        store.commit_session_step(&unknown),
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_data() {
+    let dir = TempDir::new("v1");
+    std::fs::create_dir_all(dir.path()).expect("dir");
+    {
+        // Build a version-1 database by hand (the first migration only).
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).expect("sqlite");
+        conn.execute_batch(spinloop::store::schema::MIGRATIONS[0])
+            .expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO consoles VALUES ('c1', '1H', 123.2e6, '{}', 0, 0)",
+            [],
+        )
+        .expect("console");
+        conn.execute(
+            "INSERT INTO sessions VALUES ('s1', 'c1', '{}', 'open', 0, 0)",
+            [],
+        )
+        .expect("session");
+    }
+    let store = Store::open(dir.path()).expect("open migrates");
+    assert_eq!(store.schema_version().expect("version"), SCHEMA_VERSION);
+    assert!(SCHEMA_VERSION >= 2);
+    assert_eq!(
+        store.get_session("s1").expect("kept").state,
+        SessionState::Open
+    );
+    assert_eq!(store.session_checkpoint("s1").expect("column"), None);
+}

@@ -241,9 +241,24 @@ fn probes_when_the_b1_scale_is_poorly_identified() {
     s.start(t, &mut il);
     drive(&mut s, &mut sim, &mut il, &mut run, &mut t, &mut id, 12);
     let probes: Vec<_> = run.sends.iter().filter(|(_, p, _)| *p).collect();
-    assert_eq!(probes.len() as u32, spinloop::control::MAX_PROBES);
-    let probe_events = run.events.iter().filter(|(k, _)| k == "probe").count();
-    assert_eq!(probe_events as u32, spinloop::control::MAX_PROBES);
+    assert_eq!(
+        probes.len() as u32,
+        spinloop::control::MAX_PROBES,
+        "{:?}",
+        run.events
+    );
+    let probe_events: Vec<_> = run.events.iter().filter(|(k, _)| k == "probe").collect();
+    assert_eq!(probe_events.len() as u32, spinloop::control::MAX_PROBES);
+    for (_, p) in &probe_events {
+        // The scale with the smaller predicted σ(B1), within the peak limit.
+        let scale = p["scale"].as_f64().expect("scale");
+        assert!(
+            spinloop::calibrate::PROBE_SCALES.contains(&scale),
+            "{scale}"
+        );
+        let expected = p["expected_b1_sigma"].as_f64().expect("expected σ");
+        assert!(expected.is_finite() && expected > 0.0, "{expected}");
+    }
     // Every fit after a probe used the probe's FID too (joint fit).
     let used: Vec<u64> = run
         .events

@@ -15,7 +15,7 @@ mod session;
 mod sim_console;
 mod spec;
 
-pub use model::{Design, FitOutcome, HardwareEstimate, LoopModel};
+pub use model::{Design, FitOutcome, HardwareEstimate, LoopModel, ProbeChoice};
 pub use profile::{ConsoleProfile, MAX_SAMPLE_COUNT, check_id};
 pub use session::{
     ACQUISITION_TIMEOUT_S, AcquisitionInput, Checkpoint, ControlError, MAX_PROBES, MAX_SENDS,

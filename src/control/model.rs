@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 
 use super::session::{AcquisitionInput, SentWaveform};
 use super::spec::EnsembleSpec;
-use crate::calibrate::{Calibrator, FitOptions, HardwareModel, Measurement};
+use crate::calibrate::{
+    Calibrator, FitOptions, HardwareModel, Measurement, PROBE_SCALES, Probe, probe_waveform,
+};
 use crate::design::problem::{DesignProblem, ProblemSpec};
 use crate::physics::{PhysicsError, SignalLoss};
 
@@ -46,6 +48,22 @@ pub struct FitOutcome {
     pub residual_rms: f64,
     /// Iterations of the fit.
     pub iterations: usize,
+    /// FID noise SD (one real component of one transient) the fit found.
+    pub noise_sd: f64,
+}
+
+/// A probe chosen to identify the B1 scale.
+#[derive(Debug, Clone)]
+pub struct ProbeChoice {
+    /// Scale of the design (flip × scale).
+    pub scale: f64,
+    /// x samples (Hz).
+    pub ux: Vec<f64>,
+    /// y samples (Hz).
+    pub uy: Vec<f64>,
+    /// σ(B1 scale) the joint fit is expected to reach with it (Cramér–Rao bound at the
+    /// estimate).
+    pub expected_b1_sigma: f64,
 }
 
 /// The session's physics.
@@ -174,7 +192,66 @@ impl LoopModel {
             b1_sigma,
             residual_rms: fit.residual_rms,
             iterations: fit.iterations,
+            noise_sd: fit.noise_sd,
         })
+    }
+
+    /// The probe that best identifies the B1 scale: among the design scaled by each of
+    /// [`PROBE_SCALES`] that passes the console's per-waveform limits (peak, energy, duration,
+    /// raster, duty cycle at `tr_s`), the one whose FIDs, fitted jointly with the ones already
+    /// measured (`played`: waveform and averages of each), give the smallest expected σ(B1) at
+    /// the estimate. `None` if no scale is within the limits.
+    pub fn choose_probe(
+        &mut self,
+        e: &HardwareEstimate,
+        played: &[(Vec<f64>, Vec<f64>, u32)],
+        design: (&[f64], &[f64]),
+        averages: u32,
+        noise_sd: f64,
+        limits: &crate::safety::ConsoleLimits,
+        tr_s: f64,
+    ) -> Result<Option<ProbeChoice>, PhysicsError> {
+        let dt = self.calibrator.dt();
+        let err = |e: crate::calibrate::CalibrateError| PhysicsError::Numerical(e.to_string());
+        let mut base: Vec<Probe> = played
+            .iter()
+            .map(|(ux, uy, a)| Probe {
+                ux: ux.clone(),
+                uy: uy.clone(),
+                averages: *a,
+            })
+            .collect();
+        let mut best: Option<ProbeChoice> = None;
+        for &scale in &PROBE_SCALES {
+            let (ux, uy) = probe_waveform(design.0, design.1, scale).map_err(err)?;
+            if limits
+                .hardware()
+                .check_waveform(&ux, &uy, dt, Some(tr_s))
+                .is_err()
+            {
+                continue;
+            }
+            base.push(Probe {
+                ux: ux.clone(),
+                uy: uy.clone(),
+                averages,
+            });
+            let sd = self
+                .calibrator
+                .expected_std_errors(e, &base, noise_sd, &FitOptions::default())
+                .map_err(err)?;
+            base.pop();
+            let sigma = sd.b1_scale.unwrap_or(f64::INFINITY);
+            if best.as_ref().is_none_or(|b| sigma < b.expected_b1_sigma) {
+                best = Some(ProbeChoice {
+                    scale,
+                    ux,
+                    uy,
+                    expected_b1_sigma: sigma,
+                });
+            }
+        }
+        Ok(best)
     }
 
     /// The noise-free FID a console with hardware `e` returns for a waveform (for simulated

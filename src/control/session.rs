@@ -14,8 +14,10 @@
 //! 2. collect `acquisitions_per_round` FIDs of it; fit the hardware model to every FID so far
 //!    (joint fit, each FID with the waveform it was measured with);
 //! 3. if the fit cannot identify the B1 scale (σ above `probe_b1_sigma`), send a probe — the
-//!    current design at half amplitude, whose flip is far from the stationary point of the
-//!    signal — and fit again with its FIDs (at most [`MAX_PROBES`] per session);
+//!    current design scaled (×0.5 or ×1.5, within the console's limits) to move its flip off the
+//!    stationary point of the signal, whichever gives the smaller expected σ(B1) in the joint
+//!    fit (Cramér–Rao bound at the estimate) — and fit again with its FIDs (at most
+//!    [`MAX_PROBES`] per session);
 //! 4. compare the objective measured (the played waveform under the fitted hardware) with the
 //!    one predicted when it was sent; re-optimize warm-started under the fitted hardware;
 //! 5. converged when the prediction held (relative tolerance) and re-optimization gains less
@@ -624,29 +626,60 @@ impl Session {
                 self.fail("no design to probe with".into());
                 return;
             };
-            self.cp.probes += 1;
-            let probe = SentWaveform {
-                id: format!("{}-w{}", self.id, self.cp.waveforms.len() + 1),
-                round: self.cp.round,
-                probe: true,
-                dt: design.dt,
-                ux: design.ux.iter().map(|x| 0.5 * x).collect(),
-                uy: design.uy.iter().map(|x| 0.5 * x).collect(),
-                predicted: None,
-                theta: None,
+            let played: Vec<(Vec<f64>, Vec<f64>, u32)> = data
+                .iter()
+                .map(|(w, a)| (w.ux.clone(), w.uy.clone(), a.averages))
+                .collect();
+            let noise = if fit.noise_sd.is_finite() && fit.noise_sd > 0.0 {
+                fit.noise_sd
+            } else {
+                f64::MIN_POSITIVE.sqrt()
             };
-            self.event(
-                "probe",
-                json!({
-                    "reason": format!(
-                        "σ(b1_scale) = {:.3} exceeds {}", fit.b1_sigma,
-                        self.spec.convergence.probe_b1_sigma),
-                    "waveform_id": probe.id,
-                    "scale": 0.5,
-                }),
+            let choice = self.model.choose_probe(
+                &self.cp.estimate,
+                &played,
+                (&design.ux, &design.uy),
+                self.spec.budget.averages,
+                noise,
+                &self.console.limits,
+                self.console.tr_s,
             );
-            self.send_new(probe, now_s, interlock);
-            return;
+            match choice {
+                Ok(Some(c)) => {
+                    self.cp.probes += 1;
+                    let probe = SentWaveform {
+                        id: format!("{}-w{}", self.id, self.cp.waveforms.len() + 1),
+                        round: self.cp.round,
+                        probe: true,
+                        dt: design.dt,
+                        ux: c.ux,
+                        uy: c.uy,
+                        predicted: None,
+                        theta: None,
+                    };
+                    self.event(
+                        "probe",
+                        json!({
+                            "reason": format!(
+                                "σ(b1_scale) = {:.3e} exceeds {}", fit.b1_sigma,
+                                self.spec.convergence.probe_b1_sigma),
+                            "waveform_id": probe.id,
+                            "scale": c.scale,
+                            "expected_b1_sigma": c.expected_b1_sigma,
+                        }),
+                    );
+                    self.send_new(probe, now_s, interlock);
+                    return;
+                }
+                Ok(None) => self.event(
+                    "probe_skipped",
+                    json!({"reason": "no probe scale is within the console's limits"}),
+                ),
+                Err(e) => self.event(
+                    "probe_skipped",
+                    json!({"reason": format!("choosing a probe failed: {e}")}),
+                ),
+            }
         }
 
         let Some(design) = self

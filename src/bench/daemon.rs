@@ -87,6 +87,12 @@ pub struct Phase {
     pub group_commits: u64,
     /// Acquisitions handled by those commits.
     pub grouped: u64,
+    /// CPU time of the whole process during the run (s; Linux `/proc`, NaN elsewhere).
+    pub cpu_seconds: f64,
+    /// CPU time of the store actor's thread during the run (s).
+    pub store_cpu_seconds: f64,
+    /// Wall time the store actor spent inside group transactions (commit + fsync) (s).
+    pub store_busy_seconds: f64,
 }
 
 impl Phase {
@@ -135,6 +141,13 @@ impl std::fmt::Display for DaemonBenchReport {
                 p.max * ms,
                 p.group_commits,
                 p.grouped as f64 / (p.group_commits.max(1)) as f64,
+            )?;
+            writeln!(
+                f,
+                "  store actor inside group transactions {:.0} % of the run (of which on CPU {:.0} %; the rest is fsync); process CPU {:.2} cores on average",
+                100.0 * p.store_busy_seconds / p.seconds,
+                100.0 * p.store_cpu_seconds / p.seconds,
+                p.cpu_seconds / p.seconds,
             )?;
         }
         write!(f, "store rows at the end: {}", self.rows)
@@ -211,6 +224,35 @@ pub fn seed_console(
         approved: true,
     })?;
     store.mark_waveform_sent(waveform_id)
+}
+
+/// CPU seconds (user + system) of this process, or of its threads named `thread`, from
+/// `/proc` (clock ticks of 1/100 s, the Linux default); NaN where unavailable.
+fn cpu_seconds(thread: Option<&str>) -> f64 {
+    fn ticks(stat: &str) -> Option<f64> {
+        // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+    }
+    let total = match thread {
+        None => std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| ticks(&s)),
+        Some(name) => std::fs::read_dir("/proc/self/task").ok().map(|dir| {
+            dir.flatten()
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name)
+                })
+                .filter_map(|e| {
+                    std::fs::read_to_string(e.path().join("stat"))
+                        .ok()
+                        .and_then(|s| ticks(&s))
+                })
+                .sum()
+        }),
+    };
+    total.map_or(f64::NAN, |t| t / 100.0)
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -352,6 +394,7 @@ async fn phase(
     interval: Option<Duration>,
 ) -> Result<Phase, DaemonBenchError> {
     let before = shared.store.stats();
+    let (cpu0, store0) = (cpu_seconds(None), cpu_seconds(Some("spinloop-store")));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..o.consoles {
@@ -379,6 +422,7 @@ async fn phase(
     }
     let seconds = t0.elapsed().as_secs_f64();
     let after = shared.store.stats();
+    let (cpu1, store1) = (cpu_seconds(None), cpu_seconds(Some("spinloop-store")));
     lat.sort_by(f64::total_cmp);
     Ok(Phase {
         acked: lat.len(),
@@ -389,6 +433,9 @@ async fn phase(
         max: lat.last().copied().unwrap_or(f64::NAN),
         group_commits: after.group_commits - before.group_commits,
         grouped: after.acquisitions - before.acquisitions,
+        cpu_seconds: cpu1 - cpu0,
+        store_cpu_seconds: store1 - store0,
+        store_busy_seconds: after.busy_seconds - before.busy_seconds,
     })
 }
 

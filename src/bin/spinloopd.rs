@@ -19,7 +19,8 @@ use spinloop::daemon::{notify, server};
     about = "spinloop daemon: takes FIDs from MR consoles over gRPC, stores them durably and closes the calibration loop"
 )]
 struct Args {
-    /// Configuration file (TOML; see systemd/spinloopd.toml).
+    /// Configuration file (TOML; see systemd/spinloopd.toml). Default:
+    /// $CONFIGURATION_DIRECTORY/spinloopd.toml if it exists.
     #[arg(long, env = "SPINLOOPD_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory (default: $STATE_DIRECTORY).
@@ -53,7 +54,14 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let file = match &args.config {
+    // --config, else $CONFIGURATION_DIRECTORY/spinloopd.toml when it exists (systemd's
+    // ConfigurationDirectory=), else defaults.
+    let config_path = args.config.clone().or_else(|| {
+        let dir = std::env::var_os("CONFIGURATION_DIRECTORY")?;
+        let first = std::env::split_paths(&dir).next()?;
+        Some(first.join("spinloopd.toml")).filter(|p| p.exists())
+    });
+    let file = match &config_path {
         Some(p) => ConfigFile::load(p)?,
         None => ConfigFile::default(),
     };
@@ -87,7 +95,7 @@ fn main() -> Result<()> {
         .thread_name("spinloopd")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let handle = server::start_in_process(config)
             .await
             .context("starting the daemon")?;
@@ -98,14 +106,25 @@ fn main() -> Result<()> {
         let watchdog = handle
             .shared()
             .and_then(|s| notify::spawn_watchdog(s.clone(), listening.clone()));
-        let r = handle.run_until(signal()).await;
-        if let Some(w) = watchdog {
-            w.abort();
-        }
+        // Stop the watchdog as soon as shutdown starts: it holds the shared state, and the
+        // store thread ends (last commit on disk) only when every holder is gone.
+        let watchdog_abort = watchdog.as_ref().map(|w| w.abort_handle());
+        let r = handle
+            .run_until(async move {
+                signal().await;
+                if let Some(a) = watchdog_abort {
+                    a.abort();
+                }
+            })
+            .await;
         r.context("serving")?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Every commit has landed; do not wait long for stray blocking tasks (a notify send to a
+    // receiver that stopped reading).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 /// Resolves on SIGTERM or SIGINT (and sends STOPPING=1).

@@ -55,12 +55,14 @@ enum StoreMsg {
 pub const MAX_GROUP_COMMIT: usize = 64;
 
 /// Counters of the store actor's group commits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StoreStats {
     /// Transactions that committed a group of acquisitions.
     pub group_commits: u64,
     /// Acquisitions handled in those groups (stored, duplicate or refused).
     pub acquisitions: u64,
+    /// Wall time the actor spent in those group transactions, commit and fsync included (s).
+    pub busy_seconds: f64,
 }
 
 /// The store actor: one thread owns the [`Store`]; callers send it closures. Concurrent
@@ -69,7 +71,7 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: std::sync::mpsc::Sender<StoreMsg>,
-    stats: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    stats: Arc<[std::sync::atomic::AtomicU64; 3]>,
 }
 
 impl StoreHandle {
@@ -77,7 +79,7 @@ impl StoreHandle {
     /// ends (join the handle to wait for the last commit).
     pub fn spawn(store: Store) -> (StoreHandle, std::thread::JoinHandle<()>) {
         let (tx, rx) = std::sync::mpsc::channel::<StoreMsg>();
-        let stats: Arc<[std::sync::atomic::AtomicU64; 2]> = Arc::default();
+        let stats: Arc<[std::sync::atomic::AtomicU64; 3]> = Arc::default();
         let counters = stats.clone();
         let join = std::thread::Builder::new()
             .name("spinloop-store".into())
@@ -93,6 +95,7 @@ impl StoreHandle {
         StoreStats {
             group_commits: self.stats[0].load(Relaxed),
             acquisitions: self.stats[1].load(Relaxed),
+            busy_seconds: self.stats[2].load(Relaxed) as f64 * 1e-9,
         }
     }
 
@@ -125,7 +128,7 @@ impl StoreHandle {
 fn store_loop(
     mut store: Store,
     rx: std::sync::mpsc::Receiver<StoreMsg>,
-    stats: &[std::sync::atomic::AtomicU64; 2],
+    stats: &[std::sync::atomic::AtomicU64; 3],
 ) {
     let mut pending: Option<StoreMsg> = None;
     loop {
@@ -156,7 +159,11 @@ fn store_loop(
                 }
                 stats[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 stats[1].fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                match store.insert_acquisitions(&batch) {
+                let started = std::time::Instant::now();
+                let outcome = store.insert_acquisitions(&batch);
+                let busy = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                stats[2].fetch_add(busy, std::sync::atomic::Ordering::Relaxed);
+                match outcome {
                     Ok(outcomes) => {
                         for (r, o) in replies.into_iter().zip(outcomes) {
                             let _ = r.send(o);

@@ -64,11 +64,17 @@ pub fn spawn_watchdog(shared: Shared, listening: String) -> Option<JoinHandle<()
             match alive {
                 Ok(Ok(())) => {
                     let line = status_line(&listening, &shared);
-                    if watchdog.is_some() {
-                        send(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
-                    } else {
-                        status(&line);
-                    }
+                    let ping = watchdog.is_some();
+                    // The datagram send blocks if the receiver stops reading: keep it off the
+                    // async workers (systemd reads promptly; a test harness may not).
+                    let sent = tokio::task::spawn_blocking(move || {
+                        if ping {
+                            send(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+                        } else {
+                            status(&line);
+                        }
+                    });
+                    let _ = tokio::time::timeout(period, sent).await;
                 }
                 Ok(Err(_)) => {
                     tracing::error!("watchdog: the store actor is gone; no more pings");

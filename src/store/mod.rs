@@ -265,11 +265,9 @@ impl Store {
     pub fn session_checkpoint(&self, id: &str) -> Result<Option<Value>, StoreError> {
         let text: Option<Option<String>> = self
             .conn
-            .query_row(
-                "SELECT checkpoint FROM sessions WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT checkpoint FROM sessions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()?;
         match text {
             None => Err(StoreError::not_found("session", id)),

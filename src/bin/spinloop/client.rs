@@ -558,13 +558,7 @@ pub async fn run_demo(
     let profile = demo::profile(&console_id);
     let truth = demo::truth();
     let phantom = demo::phantom(&profile).map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-    let sim = SimConsole::new(
-        profile.clone(),
-        phantom,
-        truth,
-        demo::NOISE_SD,
-        seed,
-    )?;
+    let sim = SimConsole::new(profile.clone(), phantom, truth, demo::NOISE_SD, seed)?;
     println!(
         "simulated console {console_id}: 3 T, hidden hardware B1 × {}, B0 {:+} Hz, phase {} rad",
         truth.b1_scale, truth.b0_offset_hz, truth.phase0_rad

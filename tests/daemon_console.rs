@@ -615,3 +615,35 @@ async fn unary_submit_acquisition() {
     handle.shutdown();
     handle.join().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_file_stale_live_and_foreign() {
+    let tmp = Tmp::new("sockfile");
+    let data = tmp.0.join("data");
+    let path = tmp.0.join("d.sock");
+    // A stale socket (nobody listening) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let handle = start_in_process(DaemonConfig::new(&data, &path))
+        .await
+        .unwrap();
+    // A second daemon on the same live socket is refused, and leaves it alone.
+    let e = start_in_process(DaemonConfig::new(tmp.0.join("data2"), &path))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("listening"), "{e}");
+    let ch = unix_channel(&path).await.unwrap();
+    drop(ch);
+    handle.shutdown();
+    handle.join().await.unwrap();
+    assert!(!path.exists());
+    // A regular file is never replaced.
+    std::fs::write(&path, b"not a socket").unwrap();
+    let e = start_in_process(DaemonConfig::new(&data, &path))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}

@@ -198,7 +198,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds what the configuration asks for.
     pub async fn bind(config: &DaemonConfig) -> Result<Listeners, ServerError> {
-        let unix = Some(UnixSocket::bind(&config.unix_socket, config.socket_mode)?);
+        // TLS material and TCP first: a failure there leaves no socket file behind.
         let tcp = match config.tcp {
             None => None,
             Some(addr) => {
@@ -212,6 +212,7 @@ impl Listeners {
                 Some((l, tls))
             }
         };
+        let unix = Some(UnixSocket::bind(&config.unix_socket, config.socket_mode)?);
         Ok(Listeners { unix, tcp })
     }
 

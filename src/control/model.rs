@@ -198,7 +198,7 @@ impl LoopModel {
 
     /// The probe that best identifies the B1 scale: among the design scaled by each of
     /// [`PROBE_SCALES`] that passes the console's per-waveform limits (peak, energy, duration,
-    /// raster, duty cycle at `tr_s`), the one whose FIDs, fitted jointly with the ones already
+    /// raster, duty cycle at its TR), the one whose FIDs, fitted jointly with the ones already
     /// measured (`played`: waveform and averages of each), give the smallest expected σ(B1) at
     /// the estimate. `None` if no scale is within the limits.
     pub fn choose_probe(
@@ -208,9 +208,9 @@ impl LoopModel {
         design: (&[f64], &[f64]),
         averages: u32,
         noise_sd: f64,
-        limits: &crate::safety::ConsoleLimits,
-        tr_s: f64,
+        console: &super::ConsoleProfile,
     ) -> Result<Option<ProbeChoice>, PhysicsError> {
+        let (limits, tr_s) = (&console.limits, console.tr_s);
         let dt = self.calibrator.dt();
         let err = |e: crate::calibrate::CalibrateError| PhysicsError::Numerical(e.to_string());
         let mut base: Vec<Probe> = played

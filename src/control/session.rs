@@ -641,8 +641,7 @@ impl Session {
                 (&design.ux, &design.uy),
                 self.spec.budget.averages,
                 noise,
-                &self.console.limits,
-                self.console.tr_s,
+                &self.console,
             );
             match choice {
                 Ok(Some(c)) => {

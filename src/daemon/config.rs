@@ -43,7 +43,7 @@ pub enum ConfigError {
     /// The file is not valid TOML for this schema.
     #[error("parsing the configuration {origin}: {message}")]
     Parse {
-        /// The file (or "<string>").
+        /// The file (or `"<string>"`).
         origin: String,
         /// The parser's message (it names the key and line).
         message: String,

@@ -57,6 +57,9 @@ fn spawn(data: &std::path::Path, socket: &std::path::Path) -> Daemon {
 struct Link {
     tx: mpsc::Sender<pb::ConsoleMessage>,
     rx: Streaming<pb::DaemonMessage>,
+    /// Waveforms that arrived while waiting for an ack (a resumed session may resend its
+    /// waveform before the ack of a retried acquisition).
+    waveforms: std::collections::VecDeque<pb::WaveformCommand>,
 }
 
 async fn connect(socket: &std::path::Path, profile: &spinloop::control::ConsoleProfile) -> Link {
@@ -72,11 +75,18 @@ async fn connect(socket: &std::path::Path, profile: &spinloop::control::ConsoleP
         .await
         .expect("connect")
         .into_inner();
-    Link { tx, rx }
+    Link {
+        tx,
+        rx,
+        waveforms: Default::default(),
+    }
 }
 
 impl Link {
     async fn next_waveform(&mut self) -> pb::WaveformCommand {
+        if let Some(w) = self.waveforms.pop_front() {
+            return w;
+        }
         loop {
             let m = tokio::time::timeout(Duration::from_secs(120), self.rx.next())
                 .await
@@ -105,6 +115,7 @@ impl Link {
             match m.msg {
                 Some(pb::daemon_message::Msg::Ack(a)) => return a,
                 Some(pb::daemon_message::Msg::Nack(n)) => panic!("nack: {}", n.message),
+                Some(pb::daemon_message::Msg::Waveform(w)) => self.waveforms.push_back(w),
                 _ => {}
             }
         }

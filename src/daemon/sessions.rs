@@ -42,6 +42,19 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// Runs `f` on the store thread; store and shutdown errors as gRPC statuses.
+async fn db<R: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&mut crate::store::Store) -> Result<R, StoreError> + Send + 'static,
+) -> Result<R, Status> {
+    shared
+        .store
+        .call(f)
+        .await
+        .map_err(daemon_status)?
+        .map_err(store_status)
+}
+
 /// Maps a daemon error to a gRPC status.
 pub fn daemon_status(e: DaemonError) -> Status {
     match e {
@@ -185,17 +198,8 @@ pub async fn session_pb(shared: &Shared, id: &str) -> Result<pb::Session, Status
         .map_err(store_status)?;
     let hardware = fits
         .last()
-        .and_then(|f| f.data.params.get("parameters").cloned())
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| pb::Parameter {
-            name: p["name"].as_str().unwrap_or_default().to_string(),
-            value: p["value"].as_f64().unwrap_or(f64::NAN),
-            std_error: p["std_error"].as_f64().unwrap_or(f64::NAN),
-            unit: p["unit"].as_str().unwrap_or_default().to_string(),
-        })
-        .collect();
+        .map(|f| params_pb(&f.data.params["parameters"]))
+        .unwrap_or_default();
     let label = s.spec["label"].as_str().unwrap_or_default().to_string();
     Ok(pb::Session {
         id: s.id,
@@ -303,13 +307,7 @@ impl pb::sessions_server::Sessions for SessionsService {
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = spec_from_pb(spec)?;
         let cid = spec.console_id.clone();
-        let console = self
-            .shared
-            .store
-            .call(move |s| s.get_console(&cid))
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        let console = db(&self.shared, move |s| s.get_console(&cid)).await?;
         let profile = profile_of(&console).map_err(Status::internal)?;
         let id = new_session_id();
         // Compile and check the whole design against the console before storing anything.
@@ -324,12 +322,7 @@ impl pb::sessions_server::Sessions for SessionsService {
             console_id: spec.console_id.clone(),
             spec: spec_json,
         };
-        self.shared
-            .store
-            .call(move |s| s.create_session(&new))
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        db(&self.shared, move |s| s.create_session(&new)).await?;
         self.shared
             .emit(
                 Some(&id),
@@ -356,13 +349,7 @@ impl pb::sessions_server::Sessions for SessionsService {
         r: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let q = r.into_inner();
-        let all = self
-            .shared
-            .store
-            .call(|s| s.list_sessions())
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        let all = db(&self.shared, |s| s.list_sessions()).await?;
         let mut out = Vec::new();
         for s in all {
             if (!q.console_id.is_empty() && s.console_id != q.console_id)
@@ -382,13 +369,7 @@ impl pb::sessions_server::Sessions for SessionsService {
         let q = r.into_inner();
         check_session_id(&q.session_id)?;
         let sid = q.session_id.clone();
-        let s = self
-            .shared
-            .store
-            .call(move |st| st.get_session(&sid))
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        let s = db(&self.shared, move |st| st.get_session(&sid)).await?;
         if s.state.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "session {} already ended ({})",
@@ -408,13 +389,7 @@ impl pb::sessions_server::Sessions for SessionsService {
             // The runner commits the cancel after its current step.
             for _ in 0..600 {
                 let sid = q.session_id.clone();
-                let st = self
-                    .shared
-                    .store
-                    .call(move |st| st.get_session(&sid))
-                    .await
-                    .map_err(daemon_status)?
-                    .map_err(store_status)?;
+                let st = db(&self.shared, move |st| st.get_session(&sid)).await?;
                 if st.state.is_terminal() {
                     break;
                 }
@@ -428,13 +403,7 @@ impl pb::sessions_server::Sessions for SessionsService {
                 state: Some(SessionState::Cancelled),
                 ..Default::default()
             };
-            let events = self
-                .shared
-                .store
-                .call(move |s| s.commit_session_step(&st))
-                .await
-                .map_err(daemon_status)?
-                .map_err(store_status)?;
+            let events = db(&self.shared, move |s| s.commit_session_step(&st)).await?;
             for e in events {
                 let _ = self.shared.events.send(e);
             }
@@ -455,13 +424,7 @@ impl pb::sessions_server::Sessions for SessionsService {
             return Err(Status::invalid_argument("after_seq: must be ≥ 0"));
         }
         let sid = q.session_id.clone();
-        let session = self
-            .shared
-            .store
-            .call(move |st| st.get_session(&sid))
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        let session = db(&self.shared, move |st| st.get_session(&sid)).await?;
         // Subscribe before replaying so nothing falls between the two.
         let mut live = self.shared.events.subscribe();
         let shared = self.shared.clone();
@@ -594,13 +557,7 @@ impl pb::sessions_server::Sessions for SessionsService {
         &self,
         _r: Request<pb::ListConsolesRequest>,
     ) -> Result<Response<pb::ListConsolesResponse>, Status> {
-        let all = self
-            .shared
-            .store
-            .call(|s| s.list_consoles())
-            .await
-            .map_err(daemon_status)?
-            .map_err(store_status)?;
+        let all = db(&self.shared, |s| s.list_consoles()).await?;
         let consoles = all
             .into_iter()
             .map(|c| {

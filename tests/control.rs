@@ -480,3 +480,24 @@ fn invalid_specs_are_refused_before_anything_starts() {
     let e = Session::new("bad id!", spec(), profile()).expect_err("id");
     assert!(e.to_string().contains("session_id"), "{e}");
 }
+
+#[test]
+fn a_cancel_token_stops_a_design_in_progress() {
+    // The shell sets the token when an operator cancels while the session computes; the
+    // optimizer stops at its next iteration and nothing is sent.
+    let mut s = Session::new("s11", spec(), profile()).expect("session");
+    let mut il = Interlock::new(profile().limits).expect("interlock");
+    let token = s.cancel_token();
+    token.cancel("operator: wrong coil");
+    token.cancel("a second reason is ignored");
+    let mut run = Run::default();
+    let mut pending = Vec::new();
+    s.start(0.0, &mut il);
+    drain(&mut s, &mut run, &mut pending);
+    assert!(run.sends.is_empty());
+    assert_eq!(
+        run.outcome,
+        Some((Outcome::Cancelled, "operator: wrong coil".to_string()))
+    );
+    assert!(s.is_done());
+}

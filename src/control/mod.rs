@@ -18,8 +18,8 @@ mod spec;
 pub use model::{Design, FitOutcome, HardwareEstimate, LoopModel, ProbeChoice};
 pub use profile::{ConsoleProfile, MAX_SAMPLE_COUNT, check_id};
 pub use session::{
-    ACQUISITION_TIMEOUT_S, AcquisitionInput, Checkpoint, ControlError, MAX_PROBES, MAX_SENDS,
-    Outcome, Outgoing, Output, Phase, SentWaveform, Session,
+    ACQUISITION_TIMEOUT_S, AcquisitionInput, CancelToken, Checkpoint, ControlError, MAX_PROBES,
+    MAX_SENDS, Outcome, Outgoing, Output, Phase, SentWaveform, Session,
 };
 pub use sim_console::SimConsole;
 pub use spec::{

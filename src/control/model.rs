@@ -115,17 +115,26 @@ impl LoopModel {
 
     /// Designs under an estimate, warm-started from `warm` (optimizer parameters) or from the
     /// problem's start.
+    /// A set `cancel` stops the optimizer at its next iteration (the result is then
+    /// discarded by the session).
     pub fn design(
         &mut self,
         e: &HardwareEstimate,
         warm: Option<&[f64]>,
+        cancel: &super::CancelToken,
     ) -> Result<Design, PhysicsError> {
         let mut p = self.problem_under(e)?;
         let x0 = match warm {
             Some(x) => x.to_vec(),
             None => p.initial_parameters()?,
         };
-        let r = p.optimize_from(&x0, |_| ())?;
+        let r = p.optimize_from(&x0, |_| {
+            if cancel.is_cancelled() {
+                crate::design::optimize::Control::Stop
+            } else {
+                crate::design::optimize::Control::Continue
+            }
+        })?;
         let (mut ux, mut uy) = r.optimized;
         let mut theta = r.parameters;
         // The energy limit is a soft barrier in the objective; project a design that ends

@@ -56,6 +56,32 @@ pub enum ControlError {
     Protocol(String),
 }
 
+/// A cancel request that reaches a session while it computes: the shell sets it when an
+/// operator cancels; the session's long computations (designs) poll it and stop at their next
+/// iteration, and the session then ends `Cancelled` with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl CancelToken {
+    /// Requests cancellation (the first reason is kept).
+    pub fn cancel(&self, reason: &str) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(reason.to_string());
+        }
+    }
+
+    /// The reason, if cancellation was requested.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +231,7 @@ pub struct Session {
     cp: Checkpoint,
     data: Vec<AcquisitionInput>,
     out: VecDeque<Output>,
+    cancel: CancelToken,
 }
 
 impl std::fmt::Debug for Session {
@@ -249,6 +276,7 @@ impl Session {
             },
             data: Vec::new(),
             out: VecDeque::new(),
+            cancel: CancelToken::default(),
         })
     }
 
@@ -275,6 +303,27 @@ impl Session {
         s.data = used;
         s.cp = cp;
         Ok(s)
+    }
+
+    /// The token that cancels this session even in the middle of a computation.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.cancel.clone()
+    }
+
+    /// Ends the session `Cancelled` if its token was set; true if it did.
+    fn cancelled_midway(&mut self) -> bool {
+        match self.cancel.reason() {
+            Some(r) if self.cp.phase != Phase::Done => {
+                let r = if r.is_empty() {
+                    "cancelled by an operator".to_string()
+                } else {
+                    r
+                };
+                self.finish(Outcome::Cancelled, r);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Session id.
@@ -369,7 +418,11 @@ impl Session {
             }),
         );
         let estimate = self.cp.estimate;
-        match self.model.design(&estimate, None) {
+        let designed = self.model.design(&estimate, None, &self.cancel);
+        if self.cancelled_midway() {
+            return;
+        }
+        match designed {
             Ok(d) => {
                 self.event(
                     "designed",
@@ -587,7 +640,11 @@ impl Session {
         let data = self.measurements();
         let last_id = self.cp.used.last().copied();
         let start = self.cp.estimate;
-        let fit = match self.model.fit(&data, &start) {
+        let fit = self.model.fit(&data, &start);
+        if self.cancelled_midway() {
+            return;
+        }
+        let fit = match fit {
             Ok(f) => f,
             Err(e) => {
                 self.fail(format!("the hardware fit failed: {e}"));
@@ -713,7 +770,13 @@ impl Session {
             }),
         );
 
-        let next = match self.model.design(&estimate, design.theta.as_deref()) {
+        let next = self
+            .model
+            .design(&estimate, design.theta.as_deref(), &self.cancel);
+        if self.cancelled_midway() {
+            return;
+        }
+        let next = match next {
             Ok(d) => d,
             Err(e) => {
                 self.fail(format!("re-optimization failed: {e}"));

@@ -295,6 +295,7 @@ pub enum SessionNotice {
 #[derive(Clone, Default)]
 pub struct SessionHub {
     inner: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<SessionNotice>>>>,
+    cancels: Arc<Mutex<HashMap<String, crate::control::CancelToken>>>,
 }
 
 impl SessionHub {
@@ -304,14 +305,29 @@ impl SessionHub {
         g.insert(id.to_string(), tx);
     }
 
+    /// Registers a running session's cancel token: a `Cancel` notice also sets it, so a
+    /// long computation (a design) stops at its next iteration instead of finishing first.
+    pub fn insert_cancel_token(&self, id: &str, token: crate::control::CancelToken) {
+        let mut g = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        g.insert(id.to_string(), token);
+    }
+
     /// Removes a session's mailbox (it ended).
     pub fn remove(&self, id: &str) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.remove(id);
+        let mut c = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        c.remove(id);
     }
 
     /// Delivers a notice; false if the session is not running.
     pub fn notify(&self, id: &str, notice: SessionNotice) -> bool {
+        if let SessionNotice::Cancel(reason) = &notice {
+            let c = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = c.get(id) {
+                t.cancel(reason);
+            }
+        }
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.get(id).is_some_and(|tx| tx.send(notice).is_ok())
     }
@@ -335,9 +351,11 @@ impl SessionHub {
 
 /// The safety interlock of every console (one per console, shared by its sessions, so the
 /// rolling energy window sees every play). Nothing reaches a console without passing it.
+/// Sessions on one console take turns (a console plays one thing at a time); sessions on
+/// different consoles do not wait for each other.
 #[derive(Clone, Default)]
 pub struct Interlocks {
-    inner: Arc<Mutex<HashMap<String, crate::safety::Interlock>>>,
+    inner: Arc<Mutex<HashMap<String, Arc<Mutex<crate::safety::Interlock>>>>>,
 }
 
 impl Interlocks {
@@ -348,20 +366,22 @@ impl Interlocks {
         profile: &ConsoleProfile,
         f: impl FnOnce(&mut crate::safety::Interlock) -> R,
     ) -> Result<R, crate::safety::SafetyError> {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let il = match g.entry(profile.id.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let il = o.into_mut();
-                if *il.limits() != profile.limits {
-                    il.set_limits(profile.limits)?;
+        let one = {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match g.get(&profile.id) {
+                Some(il) => il.clone(),
+                None => {
+                    let il = Arc::new(Mutex::new(crate::safety::Interlock::new(profile.limits)?));
+                    g.insert(profile.id.clone(), il.clone());
+                    il
                 }
-                il
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(crate::safety::Interlock::new(profile.limits)?)
             }
         };
-        Ok(f(il))
+        let mut il = one.lock().unwrap_or_else(|e| e.into_inner());
+        if *il.limits() != profile.limits {
+            il.set_limits(profile.limits)?;
+        }
+        Ok(f(&mut il))
     }
 }
 

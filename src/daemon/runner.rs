@@ -47,6 +47,9 @@ pub enum Launch {
 pub fn launch(shared: Shared, session: Session, console: ConsoleProfile, launch: Launch) {
     let (tx, rx) = mpsc::unbounded_channel();
     shared.sessions.insert(session.id(), tx);
+    shared
+        .sessions
+        .insert_cancel_token(session.id(), session.cancel_token());
     tokio::spawn(run(shared, session, console, launch, rx));
 }
 

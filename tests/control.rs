@@ -501,3 +501,22 @@ fn a_cancel_token_stops_a_design_in_progress() {
     );
     assert!(s.is_done());
 }
+
+#[test]
+fn a_fault_fails_the_session() {
+    let mut s = Session::new("s12", spec(), profile()).expect("session");
+    let mut il = Interlock::new(profile().limits).expect("interlock");
+    let mut run = Run::default();
+    let mut pending = Vec::new();
+    s.start(0.0, &mut il);
+    s.handle_fault("the console's limits are invalid");
+    s.handle_fault("twice");
+    drain(&mut s, &mut run, &mut pending);
+    assert_eq!(
+        run.outcome,
+        Some((
+            Outcome::Failed,
+            "the console's limits are invalid".to_string()
+        ))
+    );
+}

@@ -546,6 +546,14 @@ impl Session {
         self.finish(Outcome::Cancelled, r);
     }
 
+    /// A fault outside the session (its console's limits became invalid, the store refused a
+    /// step): the session ends `Failed` with the reason.
+    pub fn handle_fault(&mut self, reason: &str) {
+        if self.cp.phase != Phase::Done {
+            self.fail(reason.to_string());
+        }
+    }
+
     /// The console (re)connected: resend the waveform being collected.
     pub fn handle_console_connected(&mut self, now_s: f64, interlock: &mut Interlock) {
         if self.cp.phase == Phase::Collecting {

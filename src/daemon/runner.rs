@@ -169,7 +169,7 @@ async fn step(
         }
     };
     if let Err(e) = r {
-        session.handle_cancel(&format!("the console's limits are invalid: {e}"));
+        session.handle_fault(&format!("the console's limits are invalid: {e}"));
     }
     let sid = session.id().to_string();
     let mut st = SessionStep {

@@ -4,8 +4,10 @@
 //! spinloop daemon. This crate currently implements its bottom layer, framing: turning frames
 //! into bytes and a byte stream back into frames, with integrity checks and resynchronisation.
 //! It does no I/O; the caller moves bytes between a port and [`Frame::encode`] /
-//! [`Decoder`]. The link layer (sequence numbers, ACK/NAK, retransmission, duplicate detection)
-//! and the application messages (waveform upload, play, FID transfer) build on it.
+//! [`Decoder`]. The link layer, [`link`], builds on it: a sans-IO ARQ state machine
+//! ([`link::Link`]) with sequence numbers, ACK/NAK, retransmission with a timeout and bounded
+//! retries, duplicate detection and heartbeats; its semantics are specified in its module
+//! documentation. The application messages (waveform upload, play, FID transfer) build on that.
 //!
 //! # Wire format (protocol version 1)
 //!
@@ -113,6 +115,7 @@
 pub mod cobs;
 pub mod crc32c;
 pub mod frame;
+pub mod link;
 
 pub use cobs::CobsError;
 pub use crc32c::crc32c;

@@ -434,19 +434,29 @@ impl Session {
                         "hardware": estimate,
                     }),
                 );
-                let w = SentWaveform {
-                    id: format!("{}-w{}", self.id, self.cp.waveforms.len() + 1),
-                    round: 0,
-                    probe: false,
-                    dt: d.dt,
-                    ux: d.ux,
-                    uy: d.uy,
-                    predicted: Some(d.predicted),
-                    theta: Some(d.theta),
-                };
+                let w = self.design_waveform(d);
                 self.send_new(w, now_s, interlock);
             }
             Err(e) => self.fail(format!("initial design failed: {e}")),
+        }
+    }
+
+    /// The id of the next waveform this session sends (`<session>-w<n>`, n from 1).
+    fn next_waveform_id(&self) -> String {
+        format!("{}-w{}", self.id, self.cp.waveforms.len() + 1)
+    }
+
+    /// A design of the current round as the next waveform to send.
+    fn design_waveform(&self, d: super::Design) -> SentWaveform {
+        SentWaveform {
+            id: self.next_waveform_id(),
+            round: self.cp.round,
+            probe: false,
+            dt: d.dt,
+            ux: d.ux,
+            uy: d.uy,
+            predicted: Some(d.predicted),
+            theta: Some(d.theta),
         }
     }
 
@@ -712,7 +722,7 @@ impl Session {
                 Ok(Some(c)) => {
                     self.cp.probes += 1;
                     let probe = SentWaveform {
-                        id: format!("{}-w{}", self.id, self.cp.waveforms.len() + 1),
+                        id: self.next_waveform_id(),
                         round: self.cp.round,
                         probe: true,
                         dt: design.dt,
@@ -831,16 +841,7 @@ impl Session {
             return;
         }
         self.cp.round += 1;
-        let w = SentWaveform {
-            id: format!("{}-w{}", self.id, self.cp.waveforms.len() + 1),
-            round: self.cp.round,
-            probe: false,
-            dt: next.dt,
-            ux: next.ux,
-            uy: next.uy,
-            predicted: Some(next.predicted),
-            theta: Some(next.theta),
-        };
+        let w = self.design_waveform(next);
         self.send_new(w, now_s, interlock);
     }
 }

@@ -263,13 +263,18 @@ async fn step(
 
 async fn load_acquisition(shared: &Shared, id: i64) -> Result<AcquisitionInput, DaemonError> {
     let a = shared.store.call(move |s| s.get_acquisition(id)).await??;
-    Ok(AcquisitionInput {
+    Ok(input_of(a))
+}
+
+/// A stored acquisition as the session's input.
+fn input_of(a: crate::store::Acquisition) -> AcquisitionInput {
+    AcquisitionInput {
         id: a.id,
         waveform_id: a.data.waveform_id,
         fid: a.data.samples,
         dwell_s: a.data.dwell_s,
         averages: a.data.averages,
-    })
+    }
 }
 
 /// The console profile stored with a console (its hello).
@@ -338,16 +343,7 @@ async fn prepare_resume(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let inputs: Vec<AcquisitionInput> = acquisitions
-        .into_iter()
-        .map(|a| AcquisitionInput {
-            id: a.id,
-            waveform_id: a.data.waveform_id,
-            fid: a.data.samples,
-            dwell_s: a.data.dwell_s,
-            averages: a.data.averages,
-        })
-        .collect();
+    let inputs: Vec<AcquisitionInput> = acquisitions.into_iter().map(input_of).collect();
     let sid = sess.id.clone();
     let spec2 = spec.clone();
     let profile2 = profile.clone();
@@ -356,19 +352,19 @@ async fn prepare_resume(
             .map(|s| (s, Launch::Start))
             .map_err(|e| e.to_string()),
         Some(cp) => {
-            let used_ids: Vec<i64> = cp
-                .get("used")
-                .and_then(|u| serde_json::from_value(u.clone()).ok())
-                .unwrap_or_default();
-            let (used, later): (Vec<_>, Vec<_>) =
-                inputs.into_iter().partition(|a| used_ids.contains(&a.id));
-            let mut used_sorted = Vec::with_capacity(used.len());
-            for id in &used_ids {
-                if let Some(a) = used.iter().find(|a| a.id == *id) {
-                    used_sorted.push(a.clone());
-                }
-            }
-            Session::restore(&sid, spec2, profile2, &cp, used_sorted)
+            let parsed: crate::control::Checkpoint = serde_json::from_value(cp.clone())
+                .map_err(|e| format!("stored checkpoint unreadable: {e}"))?;
+            // The acquisitions the checkpoint used, in its order; the rest came after it.
+            let mut by_id: std::collections::HashMap<i64, AcquisitionInput> =
+                inputs.into_iter().map(|a| (a.id, a)).collect();
+            let used: Vec<AcquisitionInput> = parsed
+                .used
+                .iter()
+                .filter_map(|id| by_id.remove(id))
+                .collect();
+            let mut later: Vec<AcquisitionInput> = by_id.into_values().collect();
+            later.sort_by_key(|a| a.id);
+            Session::restore(&sid, spec2, profile2, &cp, used)
                 .map(|s| (s, Launch::Resume(later)))
                 .map_err(|e| e.to_string())
         }

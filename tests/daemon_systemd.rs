@@ -1,8 +1,12 @@
-//! systemd integration: the unit file passes `systemd-analyze verify` and
-//! `systemd-analyze security --offline=true --threshold=20` (skipped, with a message, when
-//! systemd-analyze is not installed), the example configuration parses, and the real
-//! `spinloopd` speaks sd_notify: READY=1 with a STATUS= line once listening, WATCHDOG=1 at
-//! WATCHDOG_USEC/2, STOPPING=1 on SIGTERM.
+//! systemd integration: the service and socket units pass `systemd-analyze verify` and the
+//! service `systemd-analyze security --offline=true --threshold=20` (exposure ≤ 2.0); the
+//! sysusers.d and tmpfiles.d files create the user (in dialout) and directories with the
+//! owners and modes the unit expects, applied under a scratch `--root`; the example
+//! configuration parses; the real `spinloopd` speaks sd_notify (READY=1 with a STATUS= line
+//! once listening, WATCHDOG=1 at WATCHDOG_USEC/2, STOPPING=1 on SIGTERM) and serves on a
+//! socket passed by socket activation (`systemd-socket-activate`), which it leaves in place.
+//! Each check that needs a systemd tool is skipped, with a message, when the tool is not
+//! installed (or, for `--root` installs, when not running as root).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -55,11 +59,19 @@ fn unit_verifies_and_is_hardened() {
         "ExecStart=/usr/bin/spinloopd",
         &format!("ExecStart={}", env!("CARGO_BIN_EXE_spinloopd")),
     );
+    for class in ["char-ttyUSB", "char-ttyACM", "char-ttyS"] {
+        assert!(unit.contains(&format!("DeviceAllow={class} rw")), "{class}");
+    }
+    assert!(unit.contains("SupplementaryGroups=dialout"));
+    assert!(unit.contains("DevicePolicy=closed"));
     let path = tmp.0.join("spinloopd.service");
     std::fs::write(&path, unit).unwrap();
+    let socket_unit = tmp.0.join("spinloopd.socket");
+    std::fs::copy(repo("systemd/spinloopd.socket"), &socket_unit).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .arg(&socket_unit)
         .output()
         .unwrap();
     assert!(
@@ -80,6 +92,145 @@ fn unit_verifies_and_is_hardened() {
         .unwrap_or("");
     println!("{summary}");
     assert!(out.status.success(), "systemd-analyze security: {text}");
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn sysusers_and_tmpfiles_create_the_user_and_directories() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !(have("systemd-sysusers") && have("systemd-tmpfiles")) {
+        eprintln!("SKIPPED: systemd-sysusers/systemd-tmpfiles are not installed");
+        return;
+    }
+    if !is_root() {
+        eprintln!("SKIPPED: --root installs chown, which needs root");
+        return;
+    }
+    let tmp = Tmp::new("root");
+    let root = &tmp.0;
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\ndialout:x:20:\n").unwrap();
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.display()))
+        .arg(repo("systemd/sysusers.d/spinloopd.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let user = passwd
+        .lines()
+        .find(|l| l.starts_with("spinloopd:"))
+        .unwrap_or_else(|| panic!("no spinloopd user: {passwd}"));
+    let fields: Vec<&str> = user.split(':').collect();
+    let uid: u32 = fields[2].parse().unwrap();
+    assert_eq!(fields[5], "/var/lib/spinloop");
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    let dialout = group.lines().find(|l| l.starts_with("dialout:")).unwrap();
+    assert!(
+        dialout.rsplit(':').next().unwrap().split(',').any(|m| m == "spinloopd"),
+        "spinloopd is not in dialout: {group}"
+    );
+    let out = Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", root.display()))
+        .arg(repo("systemd/tmpfiles.d/spinloopd.conf"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (dir, mode) in [("run/spinloopd", 0o750), ("var/lib/spinloop", 0o700)] {
+        let m = std::fs::metadata(root.join(dir)).unwrap();
+        assert!(m.is_dir(), "{dir}");
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{dir}");
+        assert_eq!(m.uid(), uid, "{dir}");
+    }
+    // The unit's directories are the ones tmpfiles.d creates.
+    let unit = std::fs::read_to_string(repo("systemd/spinloopd.service")).unwrap();
+    assert!(unit.contains("StateDirectory=spinloop\n"));
+    assert!(unit.contains("RuntimeDirectory=spinloopd\n"));
+    let socket = std::fs::read_to_string(repo("systemd/spinloopd.socket")).unwrap();
+    assert!(socket.contains("ListenStream=/run/spinloopd/spinloopd.sock"));
+    assert!(socket.contains("FileDescriptorName=spinloopd"));
+}
+
+#[test]
+fn serves_on_a_socket_passed_by_socket_activation() {
+    if !have("systemd-socket-activate") {
+        eprintln!("SKIPPED: systemd-socket-activate is not installed");
+        return;
+    }
+    let tmp = Tmp::new("activate");
+    let activated = tmp.0.join("activated.sock");
+    let configured = tmp.0.join("configured.sock");
+    // systemd-socket-activate binds the socket, waits for the first connection, then execs
+    // the daemon with LISTEN_FDS=1, LISTEN_PID, LISTEN_FDNAMES=spinloopd.
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&activated)
+        .arg("--fdname=spinloopd")
+        .arg(env!("CARGO_BIN_EXE_spinloopd"))
+        .arg("--data-dir")
+        .arg(tmp.0.join("data"))
+        .arg("--socket")
+        .arg(&configured)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !activated.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the socket never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first client connects before the daemon exists: it waits in the backlog.
+    let out = Command::new(env!("CARGO_BIN_EXE_spinloop"))
+        .args(["consoles", "list", "--json", "--socket"])
+        .arg(&activated)
+        .output()
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("spinloopd did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        out.status.success(),
+        "client over the activated socket: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(status.success(), "{status}");
+    assert!(tmp.0.join("data/spinloop.sqlite3").exists());
+    // It served on the passed socket, never bound its configured one, and left systemd's
+    // socket in place.
+    assert!(!configured.exists());
+    assert!(activated.exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The gRPC server: one router per listener with `grpc.health.v1`, server reflection (v1 and
 //! v1alpha, covering `spinloop.v1` and the health service), `Console`, `Sessions` and
-//! `Design`; listeners on a Unix socket (the default; mode 0660) and optionally TCP, with TLS
+//! `Design`; listeners on a Unix socket (the default; mode 0660; or the socket systemd passes
+//! by socket activation, see [`UnixSocket::from_systemd`]) and optionally TCP, with TLS
 //! requiring client certificates; graceful shutdown; and client-side helpers
 //! ([`unix_channel`], [`tcp_channel`]) plus an in-process daemon ([`start_in_process`]) for
 //! tests, benchmarks and `spinloop run`.
@@ -12,7 +13,7 @@
 //!    [`GRACE_PERIOD`]);
 //! 3. running sessions get [`SessionNotice::Shutdown`];
 //! 4. a final call through the store actor (FIFO) guarantees every queued commit has landed,
-//!    the socket file is removed and the store thread is joined.
+//!    the socket file is removed (unless systemd owns it) and the store thread is joined.
 //!
 //! Every ack is sent after its commit, so even a `kill -9` at any point loses no acknowledged
 //! acquisition; the orderly path only avoids cutting streams mid-commit.
@@ -112,6 +113,9 @@ pub struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
     dev_ino: (u64, u64),
+    /// Whether the daemon created the socket file (and so removes it at shutdown). A socket
+    /// passed by systemd belongs to its `.socket` unit and outlives the daemon.
+    owned: bool,
 }
 
 impl UnixSocket {
@@ -169,7 +173,63 @@ impl UnixSocket {
             listener,
             path: path.to_path_buf(),
             dev_ino: (meta.dev(), meta.ino()),
+            owned: true,
         })
+    }
+
+    /// The listening Unix socket systemd passed by socket activation (`spinloopd.socket`), if
+    /// any: `LISTEN_PID` must name this process and `LISTEN_FDS` count the descriptors from
+    /// fd 3; the one named `spinloopd` (`FileDescriptorName=`), or else the first, is taken.
+    /// It must be a listening `AF_UNIX` stream socket bound to a path, else an error. Its mode
+    /// and owner are the `.socket` unit's (`SocketMode=`, `SocketGroup=`), and it is left in
+    /// place at shutdown. Must run inside a tokio runtime.
+    pub fn from_systemd() -> Result<Option<UnixSocket>, ServerError> {
+        use std::os::fd::FromRawFd;
+        let fds: Vec<(std::os::fd::RawFd, String)> = match sd_notify::listen_fds_with_names() {
+            Ok(fds) => fds.collect(),
+            Err(e) => {
+                return Err(ServerError::Socket {
+                    path: PathBuf::from("LISTEN_FDS"),
+                    reason: format!("reading systemd's socket-activation variables: {e}"),
+                });
+            }
+        };
+        let Some((fd, name)) = fds
+            .iter()
+            .find(|(_, n)| n == "spinloopd")
+            .or_else(|| fds.first())
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let shown = format!("fd {fd} ({name}) from systemd");
+        // SAFETY: systemd passes descriptors 3 .. 3 + LISTEN_FDS to the process named by
+        // LISTEN_PID (checked by sd_notify above) for it to own; nothing else in this process
+        // takes them, and this is done once per descriptor (the daemon starts once).
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        let path = std_listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+            .ok_or_else(|| ServerError::Socket {
+                path: PathBuf::from(&shown),
+                reason: "is not a Unix stream socket bound to a path (check ListenStream= in \
+                         spinloopd.socket)"
+                    .into(),
+            })?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(listen_err("making non-blocking", &shown))?;
+        let listener =
+            UnixListener::from_std(std_listener).map_err(listen_err("adopting", &shown))?;
+        let meta = std::fs::symlink_metadata(&path)
+            .map_err(listen_err("inspecting", path.display()))?;
+        Ok(Some(UnixSocket {
+            listener,
+            path,
+            dev_ino: (meta.dev(), meta.ino()),
+            owned: false,
+        }))
     }
 
     /// The socket's path.
@@ -212,7 +272,10 @@ impl Listeners {
                 Some((l, tls))
             }
         };
-        let unix = Some(UnixSocket::bind(&config.unix_socket, config.socket_mode)?);
+        let unix = match UnixSocket::from_systemd()? {
+            Some(activated) => Some(activated),
+            None => Some(UnixSocket::bind(&config.unix_socket, config.socket_mode)?),
+        };
         Ok(Listeners { unix, tcp })
     }
 
@@ -331,7 +394,9 @@ pub async fn serve(
     let mut tasks: Vec<JoinHandle<Result<(), tonic::transport::Error>>> = Vec::new();
     let mut socket_file = None;
     if let Some(u) = listeners.unix {
-        socket_file = Some((u.path.clone(), u.dev_ino));
+        if u.owned {
+            socket_file = Some((u.path.clone(), u.dev_ino));
+        }
         let incoming = UnixListenerStream::new(u.listener);
         let fut = router(Server::builder())
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
@@ -468,7 +533,10 @@ pub async fn start_in_process(config: DaemonConfig) -> Result<DaemonHandle, Serv
     if resumed > 0 {
         tracing::info!("resumed {resumed} open sessions");
     }
-    let socket = config.unix_socket.clone();
+    let socket = match &listeners.unix {
+        Some(u) => u.path.clone(),
+        None => config.unix_socket.clone(),
+    };
     let tcp = match &listeners.tcp {
         Some((l, _)) => Some(
             l.local_addr()

@@ -50,17 +50,21 @@ pub enum FrameType {
     WaveformChunk = 0x11,
     /// `0x12`, host → device: end of upload; whole-waveform checksum, commit.
     WaveformCommit = 0x12,
+    /// `0x13`, device → host: whether an upload was committed or rejected, and why.
+    WaveformStatus = 0x13,
     /// `0x20`, host → device: play a committed waveform.
     Play = 0x20,
     /// `0x30`, device → host: one chunk of an acquired FID.
     FidChunk = 0x30,
     /// `0x31`, device → host: end of an FID transfer.
     FidEnd = 0x31,
+    /// `0x32`, host → device: an FID is durably stored; the device may forget it.
+    FidStored = 0x32,
 }
 
 impl FrameType {
     /// Every frame type, in code order.
-    pub const ALL: [FrameType; 11] = [
+    pub const ALL: [FrameType; 13] = [
         FrameType::Hello,
         FrameType::Ack,
         FrameType::Nak,
@@ -69,9 +73,11 @@ impl FrameType {
         FrameType::WaveformBegin,
         FrameType::WaveformChunk,
         FrameType::WaveformCommit,
+        FrameType::WaveformStatus,
         FrameType::Play,
         FrameType::FidChunk,
         FrameType::FidEnd,
+        FrameType::FidStored,
     ];
 
     /// The wire code.
@@ -90,9 +96,11 @@ impl FrameType {
             0x10 => FrameType::WaveformBegin,
             0x11 => FrameType::WaveformChunk,
             0x12 => FrameType::WaveformCommit,
+            0x13 => FrameType::WaveformStatus,
             0x20 => FrameType::Play,
             0x30 => FrameType::FidChunk,
             0x31 => FrameType::FidEnd,
+            0x32 => FrameType::FidStored,
             _ => return None,
         })
     }

@@ -73,8 +73,125 @@
 //! | `0x30` | `FID_CHUNK`       | device → host | one chunk of an acquired FID                      |
 //! | `0x31` | `FID_END`         | device → host | ends an FID transfer                              |
 //!
-//! Every other code (including `0x00`) is invalid. Payload layouts of these types belong to the
-//! link and application layers and are not specified by this version of the crate yet.
+//! | `0x13` | `WAVEFORM_STATUS` | device → host | upload committed or rejected (with a reason)      |
+//! | `0x32` | `FID_STORED`      | host → device | the host has durably stored an FID                |
+//!
+//! (The last two rows are listed out of code order: `0x13` follows `0x12`, `0x32` follows
+//! `0x31`.) Every other code (including `0x00`) is invalid. `ACK`, `NAK` and `HEARTBEAT` carry an
+//! empty payload (see [`link`]); the payloads of all other types are specified below.
+//!
+//! # Application payloads (protocol version 1)
+//!
+//! Implemented by [`app::Message`]. All integers and floats are little-endian; `f32`/`f64` are
+//! IEEE 754 binary32/binary64. A *sample* (waveform) or *point* (FID) is 8 bytes: I as `f32`
+//! then Q as `f32`; waveform samples are B1 in Hz. Receivers reject a payload whose length
+//! differs from the layout, a NaN or infinite float, an out-of-range value, an unknown code or
+//! invalid UTF-8 ([`app::MessageError`]).
+//!
+//! ## `HELLO` (0x01)
+//!
+//! | Offset | Size | Field            | Value                                                    |
+//! |--------|------|------------------|----------------------------------------------------------|
+//! | 0      | 1    | protocol version | `1` ([`app::APP_VERSION`])                               |
+//! | 1      | 1    | role             | `0` host, `1` device                                     |
+//! | 2      | 4    | nonce            | `u32`, different in every `HELLO` a sender sends         |
+//! | 6      | 1    | id length *k*    | `0..=64`                                                 |
+//! | 7      | *k*  | console id       | UTF-8                                                    |
+//! | 7+*k*  | 32   | capabilities     | device only; absent (payload ends) for the host          |
+//!
+//! Capabilities (device `HELLO`), offsets relative to their start:
+//!
+//! | Offset | Size | Field                | Value                                           |
+//! |--------|------|----------------------|-------------------------------------------------|
+//! | 0      | 8    | f0                   | `f64` Hz, finite, > 0                           |
+//! | 8      | 4    | RF sample dt         | `u32` ns, > 0; uploads must use it             |
+//! | 12     | 4    | max waveform samples | `u32`, > 0                                      |
+//! | 16     | 4    | acquisition points   | `u32`, > 0                                      |
+//! | 20     | 4    | dwell                | `u32` ns, > 0                                   |
+//! | 24     | 8    | max B1 amplitude     | `f64` Hz, finite, > 0; limit on every \|sample\| |
+//!
+//! The host sends `HELLO` to (re)start a session; the device answers with its own `HELLO`. A
+//! device `HELLO` received by the host establishes the session. On a new host `HELLO` (a nonce
+//! different from the current session's) the device drops uploads in progress and its link
+//! state, answers `HELLO`, then re-sends every FID not yet confirmed by `FID_STORED`.
+//!
+//! ## `ERROR` (0x05)
+//!
+//! | Offset | Size | Field   | Value                                                             |
+//! |--------|------|---------|-------------------------------------------------------------------|
+//! | 0      | 2    | code    | `u16`: 1 no session (send `HELLO`), 2 malformed payload, 3 unknown waveform in `PLAY`, 4 unexpected frame type |
+//! | 2      | *m*  | message | UTF-8, `m ≤ 1022`                                                 |
+//!
+//! ## `WAVEFORM_BEGIN` (0x10), 13 bytes
+//!
+//! | Offset | Size | Field        | Value                                             |
+//! |--------|------|--------------|---------------------------------------------------|
+//! | 0      | 4    | waveform id  | `u32`                                             |
+//! | 4      | 4    | sample count | `u32`, > 0                                        |
+//! | 8      | 4    | sample dt    | `u32` ns, > 0                                     |
+//! | 12     | 1    | format       | `1` = complex `f32` I/Q, Hz of B1                 |
+//!
+//! ## `WAVEFORM_CHUNK` (0x11) and `FID_CHUNK` (0x30), 16 to 1024 bytes
+//!
+//! | Offset | Size  | Field   | Value                                                        |
+//! |--------|-------|---------|--------------------------------------------------------------|
+//! | 0      | 4     | id      | `u32` waveform id (`WAVEFORM_CHUNK`) or acquisition id (`FID_CHUNK`) |
+//! | 4      | 4     | offset  | `u32` index of the first sample/point                        |
+//! | 8      | 8 *s* | samples | *s* = 1..=127 samples/points, all finite                     |
+//!
+//! Senders send chunks in order with consecutive offsets starting at 0, full (127) except the
+//! last.
+//!
+//! ## `WAVEFORM_COMMIT` (0x12), 12 bytes
+//!
+//! | Offset | Size | Field        | Value                                                  |
+//! |--------|------|--------------|--------------------------------------------------------|
+//! | 0      | 4    | waveform id  | `u32`                                                  |
+//! | 4      | 4    | CRC-32C      | `u32` over all sample bytes in order (8 per sample)    |
+//! | 8      | 4    | sample count | `u32`, equal to `WAVEFORM_BEGIN`'s                     |
+//!
+//! ## `WAVEFORM_STATUS` (0x13), 6 bytes
+//!
+//! | Offset | Size | Field       | Value                                                    |
+//! |--------|------|-------------|----------------------------------------------------------|
+//! | 0      | 4    | waveform id | `u32`                                                    |
+//! | 4      | 1    | status      | `0` committed, `1` rejected                              |
+//! | 5      | 1    | reason      | `0` if committed; else 1 checksum mismatch, 2 missing chunks, 3 too long, 4 amplitude over limit, 5 NaN/infinite sample, 6 unknown waveform id, 7 bad format or sample dt |
+//!
+//! The device sends exactly one `WAVEFORM_STATUS` per `WAVEFORM_COMMIT`. A committed
+//! waveform replaces any earlier one with the same id.
+//!
+//! ## `PLAY` (0x20), 12 bytes
+//!
+//! | Offset | Size | Field          | Value              |
+//! |--------|------|----------------|--------------------|
+//! | 0      | 4    | waveform id    | `u32`, committed   |
+//! | 4      | 4    | acquisition id | `u32`              |
+//! | 8      | 4    | averages       | `u32`, ≥ 1         |
+//!
+//! A `PLAY` for an acquisition id the device already acquired (and still retains) or is
+//! acquiring is not acquired again; a retained FID is re-sent.
+//!
+//! ## `FID_END` (0x31), 28 bytes
+//!
+//! | Offset | Size | Field          | Value                                               |
+//! |--------|------|----------------|-----------------------------------------------------|
+//! | 0      | 4    | acquisition id | `u32`                                               |
+//! | 4      | 4    | waveform id    | `u32`                                               |
+//! | 8      | 4    | total points   | `u32`, the points sent in this FID's chunks         |
+//! | 12     | 4    | dwell          | `u32` ns, > 0                                       |
+//! | 16     | 4    | CRC-32C        | `u32` over all points' bytes in order               |
+//! | 20     | 8    | timestamp      | `u64` µs, device clock                              |
+//!
+//! ## `FID_STORED` (0x32), 4 bytes
+//!
+//! | Offset | Size | Field          | Value |
+//! |--------|------|----------------|-------|
+//! | 0      | 4    | acquisition id | `u32` |
+//!
+//! The host sends it only once the FID is durable. The device retains every FID until it
+//! receives `FID_STORED` for it, and re-sends all retained FIDs after each new `HELLO`, so an
+//! unplugged cable loses no acquisition; the host de-duplicates FIDs by acquisition id.
 //!
 //! ## Receiving
 //!
@@ -112,6 +229,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod cobs;
 pub mod crc32c;
 pub mod frame;

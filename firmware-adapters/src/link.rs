@@ -39,6 +39,12 @@
 //!   ([`LinkEvent::Delivered`]) and `expected` becomes `s + 1`. Otherwise it is a duplicate of a
 //!   delivered frame: acknowledged again, not delivered. Gaps (frames the sender gave up on)
 //!   are accepted, so delivery is in order and at most once.
+//! * **HELLO resynchronises.** A restarted peer starts a new sequence space, which the rule
+//!   above could mistake for duplicates. So a received `HELLO` is exempt from it: it is
+//!   acknowledged, and delivered unless its sequence number *and* payload equal those of the
+//!   last `HELLO` delivered (a retransmission); a delivered `HELLO` sets `expected` to its
+//!   sequence number + 1. The application makes every `HELLO` it sends distinct (the session
+//!   layer carries a fresh nonce in each, see [`app`](crate::app)).
 //! * **Retransmission.** If no matching `ACK` arrives within
 //!   [`LinkConfig::retransmit_timeout`] of a transmission, the frame is sent again, at most
 //!   [`LinkConfig::max_retries`] times (so at most `1 + max_retries` transmissions). When the
@@ -261,6 +267,8 @@ pub struct Link {
     last_tx: Instant,
     last_rx: Instant,
     peer_lost_reported: bool,
+    /// Receiver: sequence number and payload of the last delivered `HELLO`.
+    last_hello: Option<(u16, Vec<u8>)>,
     stats: LinkStats,
 }
 
@@ -279,6 +287,7 @@ impl Link {
             last_tx: now,
             last_rx: now,
             peer_lost_reported: false,
+            last_hello: None,
             stats: LinkStats::default(),
         }
     }
@@ -386,6 +395,24 @@ impl Link {
                 }
             }
             FrameType::Heartbeat => {}
+            FrameType::Hello => {
+                self.queue_control(FrameType::Ack, frame.seq, now);
+                let repeat = self
+                    .last_hello
+                    .as_ref()
+                    .is_some_and(|(seq, payload)| *seq == frame.seq && *payload == frame.payload);
+                if repeat {
+                    self.stats.duplicates += 1;
+                } else {
+                    self.expected = frame.seq.wrapping_add(1);
+                    self.last_hello = Some((frame.seq, frame.payload.clone()));
+                    self.events.push_back(LinkEvent::Delivered {
+                        kind: FrameType::Hello,
+                        seq: frame.seq,
+                        payload: frame.payload,
+                    });
+                }
+            }
             kind => {
                 self.queue_control(FrameType::Ack, frame.seq, now);
                 if frame.seq.wrapping_sub(self.expected) < 0x8000 {

@@ -715,3 +715,51 @@ proptest! {
         }
     }
 }
+
+/// A restarted peer's fresh `HELLO` (sequence number 0) is delivered even though the receiver
+/// expects a later sequence number; an identical retransmission of it is not.
+#[test]
+fn hello_resynchronises_a_stale_receiver() {
+    let t0 = Instant::now();
+    let mut rx = Link::new(config(), t0);
+    let deliver = |rx: &mut Link, kind: FrameType, seq: u16, payload: Vec<u8>| {
+        let frame = Frame {
+            kind,
+            flags: FLAG_RELIABLE,
+            seq,
+            payload,
+        };
+        rx.handle_input(&frame.encode().unwrap(), t0);
+        let mut delivered = Vec::new();
+        while let Some(e) = rx.poll_event() {
+            if let LinkEvent::Delivered { kind, seq, .. } = e {
+                delivered.push((kind, seq));
+            }
+        }
+        delivered
+    };
+    for seq in 0..5 {
+        assert_eq!(
+            deliver(&mut rx, FrameType::Play, seq, vec![1]),
+            [(FrameType::Play, seq)]
+        );
+    }
+    // A PLAY with seq 0 now is a duplicate ...
+    assert!(deliver(&mut rx, FrameType::Play, 0, vec![1]).is_empty());
+    // ... but a HELLO with seq 0 resynchronises.
+    assert_eq!(
+        deliver(&mut rx, FrameType::Hello, 0, vec![9]),
+        [(FrameType::Hello, 0)]
+    );
+    assert!(deliver(&mut rx, FrameType::Hello, 0, vec![9]).is_empty());
+    assert_eq!(
+        deliver(&mut rx, FrameType::Play, 1, vec![1]),
+        [(FrameType::Play, 1)]
+    );
+    // A different HELLO (new nonce) with the same seq is a new one.
+    assert_eq!(
+        deliver(&mut rx, FrameType::Hello, 0, vec![10]),
+        [(FrameType::Hello, 0)]
+    );
+    assert_eq!(rx.stats().duplicates, 2);
+}

@@ -1,0 +1,225 @@
+//! `spinloop-hil`: runs hardware-in-the-loop scenarios — a simulated console with hidden
+//! hardware truth against a real `spinloopd` — and says how the closed loop converged.
+//!
+//! - `spinloop-hil list [--dir DIR]` — the scenarios.
+//! - `spinloop-hil run SCENARIO [--daemon unix:PATH|tcp:ADDR] [--external-console] [--json]`
+//!   — without `--daemon`, starts `spinloopd` as a child process on a temporary state dir.
+//!   Exit 0 if every tolerance of the scenario holds, 1 if one is missed, 2 on an error.
+//! - `spinloop-hil console SCENARIO --daemon ADDR [--ack-log FILE] [--start-index N]` — only
+//!   the simulated console (until killed, or the daemon is gone for `--reconnect-for-s`).
+//!
+//! SCENARIO is a file, or the name of one in the crate's `scenarios/` directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use spinloop_hil::Scenario;
+use spinloop_hil::grpc::{DaemonAddr, LinkOptions, LinkStats, run_console};
+use spinloop_hil::run::{ChildDaemon, RunOptions, find_spinloopd, run_scenario};
+use spinloop_hil::scenario::{builtin_dir, list};
+
+#[derive(Parser)]
+#[command(
+    name = "spinloop-hil",
+    version,
+    about = "Hardware-in-the-loop scenarios for spinloop"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the scenarios of a directory (default: the built-in ones).
+    List {
+        /// Directory of `*.toml` scenarios.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run a scenario to the end and score it against the hidden truth.
+    Run {
+        /// Scenario file or built-in name.
+        scenario: String,
+        /// The daemon (`unix:PATH` or `tcp:HOST:PORT`); default: start `spinloopd` as a child.
+        #[arg(long)]
+        daemon: Option<String>,
+        /// The `spinloopd` binary to start (default: next to this one, then PATH).
+        #[arg(long)]
+        spinloopd: Option<PathBuf>,
+        /// Keep the child daemon's state here (default: a temporary directory, removed).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The console runs elsewhere (`spinloop-hil console`): only create and follow the
+        /// session.
+        #[arg(long)]
+        external_console: bool,
+        /// Print the report as JSON on stdout (events go to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Run only the scenario's simulated console against a daemon.
+    Console {
+        /// Scenario file or built-in name.
+        scenario: String,
+        /// The daemon (`unix:PATH` or `tcp:HOST:PORT`).
+        #[arg(long)]
+        daemon: String,
+        /// Append a JSON line per ack to this file.
+        #[arg(long)]
+        ack_log: Option<PathBuf>,
+        /// Index of the first acquisition on the session clock (t = index·TR).
+        #[arg(long, default_value_t = 0)]
+        start_index: u64,
+        /// Stop when no connection succeeds for this long (s).
+        #[arg(long, default_value_t = 60)]
+        reconnect_for_s: u64,
+    },
+}
+
+fn load(s: &str) -> Result<Scenario> {
+    let p = Path::new(s);
+    let path = if p.exists() {
+        p.to_path_buf()
+    } else {
+        let b = builtin_dir().join(format!("{s}.toml"));
+        if !b.exists() {
+            bail!(
+                "no scenario file {s:?} and no built-in scenario of that name (see `spinloop-hil list`)"
+            );
+        }
+        b
+    };
+    Scenario::load(&path).with_context(|| format!("loading scenario {}", path.display()))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spinloop-hil: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::List { dir } => {
+            let dir = dir.unwrap_or_else(builtin_dir);
+            for p in list(&dir).with_context(|| format!("listing {}", dir.display()))? {
+                match Scenario::load(&p) {
+                    Ok(s) => println!(
+                        "{:<24} {:<18} B1 ×{:.3} B0 {:+.1} Hz ({:+.2} Hz/s)  {}",
+                        s.name,
+                        format!("{:?}", s.console.kind),
+                        s.truth.b1_scale,
+                        s.truth.b0_offset_hz,
+                        s.truth.b0_drift_hz_per_s,
+                        s.description
+                    ),
+                    Err(e) => println!("{:<24} INVALID: {e}", p.display()),
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Console {
+            scenario,
+            daemon,
+            ack_log,
+            start_index,
+            reconnect_for_s,
+        } => {
+            let s = load(&scenario)?;
+            let addr: DaemonAddr = daemon.parse().context("--daemon")?;
+            let physics = s.console().context("building the simulated console")?;
+            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            let stats = Arc::new(LinkStats::default());
+            let options = LinkOptions {
+                start_index,
+                reconnect: true,
+                reconnect_for: Duration::from_secs(reconnect_for_s),
+                ack_log,
+                key_prefix: None,
+            };
+            rt.block_on(run_console(addr.clone(), physics, options, stats.clone()))
+                .with_context(|| format!("console {} on {addr}", s.console_id()))?;
+            eprintln!("{}", spinloop_hil::run::stats_line(&stats));
+            Ok(0)
+        }
+        Cmd::Run {
+            scenario,
+            daemon,
+            spinloopd,
+            state_dir,
+            external_console,
+            json,
+            timeout_s,
+        } => {
+            let s = load(&scenario)?;
+            let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
+            let _child;
+            let addr = match daemon {
+                Some(d) => d.parse::<DaemonAddr>().context("--daemon")?,
+                None => {
+                    let bin = match spinloopd.or_else(find_spinloopd) {
+                        Some(b) => b,
+                        None => bail!(
+                            "spinloopd not found next to spinloop-hil or on PATH: build it \
+                             (`cargo build --bin spinloopd`) or pass --spinloopd / --daemon"
+                        ),
+                    };
+                    let keep = state_dir.is_some();
+                    let dir = state_dir.unwrap_or_else(|| {
+                        std::env::temp_dir().join(format!(
+                            "spinloop-hil-{}-{}",
+                            s.name,
+                            std::process::id()
+                        ))
+                    });
+                    let d = ChildDaemon::spawn(&bin, &dir, keep)
+                        .with_context(|| format!("starting {}", bin.display()))?;
+                    eprintln!(
+                        "spinloopd (child): {}; state in {}",
+                        d.addr(),
+                        dir.display()
+                    );
+                    let a = d.addr();
+                    _child = d;
+                    a
+                }
+            };
+            let options = RunOptions {
+                external_console,
+                timeout: Duration::from_secs(timeout_s),
+            };
+            let mut print = |l: &str| {
+                if json {
+                    eprintln!("{l}");
+                } else {
+                    println!("{l}");
+                }
+            };
+            let report = rt
+                .block_on(run_scenario(&s, &addr, &options, &mut print))
+                .with_context(|| format!("scenario {} on {addr}", s.name))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("report as JSON")?
+                );
+            } else {
+                print!("{}", report.summary());
+            }
+            Ok(if report.passed() { 0 } else { 1 })
+        }
+    }
+}

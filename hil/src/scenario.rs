@@ -1,0 +1,419 @@
+//! Scenario files (TOML, `hil/scenarios/*.toml`): which console, its hidden truth, the
+//! phantom, SNR and seed, the session an operator creates, and the tolerances the run must
+//! meet. Parsing rejects unknown keys and validates every range before anything runs.
+//!
+//! ```toml
+//! name = "3t-brain-b1-low"          # defaults to the file stem
+//! description = "…"
+//! seed = 7                           # noise seed (same seed → bit-identical FIDs)
+//! snr = 1000.0                       # per transient; see crate::console (omit: noiseless)
+//!
+//! [console]
+//! kind = "3t-clinical"               # or "11t7-spectrometer"
+//! id = "hil-3t-b1-low"               # default "hil-<name>"
+//!
+//! [truth]                            # crate::hardware::HiddenTruth; every key optional
+//! b1_scale = 0.8
+//! b0_offset_hz = 3.0
+//! b0_drift_hz_per_s = 0.0            # Hz per second of session time (acquisition k at k·TR)
+//! am_am_sat_hz = 4000.0
+//! am_pm_max_rad = 0.3
+//! am_pm_sat_hz = 2000.0
+//! tx_group_delay_s = 2e-6
+//! rx_phase_rad = 0.4
+//! rx_delay_s = 0.0
+//! extra_linewidth_hz = 1.0
+//! amplitude = 1.0
+//!
+//! [phantom]                          # optional: the console kind's default phantom
+//! metabolites = ["NAA", "Cr"]
+//! concentrations = [12.0, 8.0]
+//!
+//! [session]                          # what the operator asks (spinloop's SessionSpec)
+//! label = "…"
+//! targets = ["NAA", "Cr"]            # default: the phantom's metabolites and concentrations
+//! carrier_ppm = 3.0
+//! linewidth_hz = 4.0
+//! sequence = { kind = "pulse_acquire" }
+//! pulse = { segments = 40, dt_s = 20e-6 }
+//! constraints = { energy_weight = 0.05, smoothness_weight = 1e-3 }
+//! budget = { max_acquisitions = 8, max_rounds = 5, optimizer_iterations = 25,
+//!            acquisitions_per_round = 1, averages = 1 }
+//! convergence = { objective_tolerance = 0.02, probe_b1_sigma = 0.02 }
+//! [[session.objective]]
+//! kind = "enhancement"
+//! metabolite = "NAA"
+//! window_ppm = [1.9, 2.1]
+//!
+//! [expect]                           # tolerances; each optional (unchecked when absent)
+//! state = "converged"
+//! b1_rel_tol = 0.02                  # |fitted − true| / true
+//! b0_tol_hz = 0.5                    # |fitted − true B0 at the last acquisition|
+//! max_acquisitions = 6
+//! min_oracle_ratio = 0.95            # closed-loop / oracle performance (crate::evaluate)
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use spinloop::control::{
+    Budget, ConsoleProfile, ConstraintSpec, Convergence, EnsembleSpec, ObjectivePart, PulseSpec,
+    SequenceSpec, SessionSpec,
+};
+use spinloop::daemon::pb;
+use spinloop::design::problem::ProblemSpec;
+
+use crate::HilError;
+use crate::console::{ConsoleKind, Phantom, SimulatedConsole};
+use crate::hardware::HiddenTruth;
+
+/// The console of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Its kind.
+    pub kind: ConsoleKind,
+    /// Its id (default `hil-<scenario name>`).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// The session an operator creates (the fields of spinloop's `SessionSpec` but the console).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// Label.
+    #[serde(default)]
+    pub label: String,
+    /// Metabolites the session models (default: the phantom's).
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+    /// Their concentrations (default: the phantom's when `targets` is absent).
+    #[serde(default)]
+    pub concentrations: Option<Vec<f64>>,
+    /// Objective parts.
+    pub objective: Vec<ObjectivePart>,
+    /// Sequence.
+    pub sequence: SequenceSpec,
+    /// Designed pulse.
+    pub pulse: PulseSpec,
+    /// Soft constraints.
+    #[serde(default)]
+    pub constraints: ConstraintSpec,
+    /// Ensemble relative to the estimate.
+    #[serde(default)]
+    pub ensemble: EnsembleSpec,
+    /// Budget.
+    #[serde(default)]
+    pub budget: Budget,
+    /// Convergence.
+    #[serde(default)]
+    pub convergence: Convergence,
+    /// Carrier (ppm).
+    #[serde(default)]
+    pub carrier_ppm: Option<f64>,
+    /// Nominal linewidth (Hz).
+    #[serde(default)]
+    pub linewidth_hz: Option<f64>,
+}
+
+/// What the run must achieve.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Final state: `converged` (default when the section is given), `failed`, or `any`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Largest |fitted B1 − true| / true.
+    #[serde(default)]
+    pub b1_rel_tol: Option<f64>,
+    /// Largest |fitted B0 − true B0 at the last acquisition| (Hz).
+    #[serde(default)]
+    pub b0_tol_hz: Option<f64>,
+    /// Most acquisitions.
+    #[serde(default)]
+    pub max_acquisitions: Option<u32>,
+    /// Smallest closed-loop / oracle performance ratio.
+    #[serde(default)]
+    pub min_oracle_ratio: Option<f64>,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name (default: the file stem).
+    #[serde(default)]
+    pub name: String,
+    /// What it exercises.
+    #[serde(default)]
+    pub description: String,
+    /// Noise seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// SNR per transient (crate::console); absent = noiseless.
+    #[serde(default)]
+    pub snr: Option<f64>,
+    /// The console.
+    pub console: ConsoleSection,
+    /// Its hidden truth.
+    #[serde(default)]
+    pub truth: HiddenTruth,
+    /// The phantom (default: the console kind's).
+    #[serde(default)]
+    pub phantom: Option<Phantom>,
+    /// The session.
+    pub session: SessionSection,
+    /// Tolerances.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+impl Scenario {
+    /// Parses and validates a scenario's text (`source` names it in errors).
+    pub fn from_toml(text: &str, source: &str) -> Result<Scenario, HilError> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| HilError::Scenario {
+            source_name: source.to_string(),
+            message: e.to_string(),
+        })?;
+        if s.name.is_empty() {
+            s.name = Path::new(source)
+                .file_stem()
+                .map_or_else(|| "scenario".into(), |n| n.to_string_lossy().into_owned());
+        }
+        s.validate().map_err(|e| HilError::Scenario {
+            source_name: source.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(s)
+    }
+
+    /// Reads, parses and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, HilError> {
+        let text = std::fs::read_to_string(path).map_err(|e| HilError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Scenario::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks ranges and that the session compiles on this console against the phantom.
+    pub fn validate(&self) -> Result<(), HilError> {
+        spinloop::control::check_id("name", &self.name, 64)?;
+        spinloop::control::check_id("console.id", &self.console_id(), 64)?;
+        if let Some(s) = self.snr
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(HilError::invalid("snr", s, "must be finite and > 0"));
+        }
+        self.truth.validate()?;
+        self.phantom().validate()?;
+        let e = &self.expect;
+        if let Some(st) = &e.state
+            && !matches!(st.as_str(), "converged" | "failed" | "any")
+        {
+            return Err(HilError::invalid(
+                "expect.state",
+                st,
+                "expected converged, failed or any",
+            ));
+        }
+        for (f, v) in [
+            ("expect.b1_rel_tol", e.b1_rel_tol),
+            ("expect.b0_tol_hz", e.b0_tol_hz),
+            ("expect.min_oracle_ratio", e.min_oracle_ratio),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(HilError::invalid(f, v, "must be finite and > 0"));
+            }
+        }
+        if e.max_acquisitions == Some(0) {
+            return Err(HilError::invalid(
+                "expect.max_acquisitions",
+                0,
+                "must be ≥ 1",
+            ));
+        }
+        // Everything the daemon will check, checked now.
+        self.problem()?;
+        self.phantom_problem()?;
+        Ok(())
+    }
+
+    /// The console's id.
+    pub fn console_id(&self) -> String {
+        self.console
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("hil-{}", self.name))
+    }
+
+    /// The console's declared profile.
+    pub fn profile(&self) -> ConsoleProfile {
+        self.console.kind.profile(&self.console_id())
+    }
+
+    /// The phantom.
+    pub fn phantom(&self) -> Phantom {
+        self.phantom
+            .clone()
+            .unwrap_or_else(|| self.console.kind.default_phantom())
+    }
+
+    /// The session spec as spinloop stores it.
+    pub fn session_spec(&self) -> SessionSpec {
+        let s = &self.session;
+        let ph = self.phantom();
+        let (targets, concentrations) = match (&s.targets, &s.concentrations) {
+            (Some(t), c) => (t.clone(), c.clone().unwrap_or_default()),
+            (None, _) => (ph.metabolites, ph.concentrations),
+        };
+        SessionSpec {
+            console_id: self.console_id(),
+            problem_toml: None,
+            targets,
+            concentrations,
+            objective: s.objective.clone(),
+            sequence: Some(s.sequence.clone()),
+            pulse: Some(s.pulse.clone()),
+            constraints: s.constraints,
+            ensemble: s.ensemble.clone(),
+            budget: s.budget,
+            convergence: s.convergence,
+            carrier_ppm: s.carrier_ppm,
+            linewidth_hz: s.linewidth_hz,
+            label: if s.label.is_empty() {
+                format!("hil {}", self.name)
+            } else {
+                s.label.clone()
+            },
+        }
+    }
+
+    /// The session spec as the gRPC API takes it.
+    pub fn session_pb(&self) -> pb::SessionSpec {
+        spec_to_pb(&self.session_spec())
+    }
+
+    /// The design problem the daemon will compile for this session on this console (through
+    /// the same conversion the daemon applies to the request).
+    pub fn problem(&self) -> Result<ProblemSpec, HilError> {
+        let spec = spinloop::daemon::sessions::spec_from_pb(self.session_pb())
+            .map_err(|s| HilError::invalid("session", "spec", s.message().to_string()))?;
+        Ok(spec.problem(&self.profile())?)
+    }
+
+    /// The phantom as a design problem: the session's problem with the phantom's molecules
+    /// and concentrations.
+    pub fn phantom_problem(&self) -> Result<ProblemSpec, HilError> {
+        let mut spec = self.problem()?;
+        let ph = self.phantom();
+        spec.molecules = ph.metabolites;
+        spec.concentrations = Some(ph.concentrations);
+        spinloop::design::problem::DesignProblem::build(spec.clone())?;
+        Ok(spec)
+    }
+
+    /// The simulated console of this scenario.
+    pub fn console(&self) -> Result<SimulatedConsole, HilError> {
+        SimulatedConsole::new(
+            self.profile(),
+            self.phantom_problem()?,
+            self.truth,
+            self.snr,
+            self.seed,
+        )
+    }
+}
+
+/// spinloop's `SessionSpec` as the gRPC message (the inverse of the daemon's `spec_from_pb`
+/// for the structured fields).
+pub fn spec_to_pb(s: &SessionSpec) -> pb::SessionSpec {
+    let seq = s.sequence.as_ref().map(|q| pb::Sequence {
+        kind: q.kind.clone(),
+        te_ms: q.te_ms.unwrap_or(0.0),
+        te1_ms: q.te1_ms.unwrap_or(0.0),
+        te2_ms: q.te2_ms.unwrap_or(0.0),
+        tm_ms: q.tm_ms.unwrap_or(0.0),
+        pulses: q.pulses.clone().unwrap_or_default(),
+        grid_points: q
+            .grid_points
+            .map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)),
+    });
+    let pulse = s.pulse.as_ref().map(|p| pb::Pulse {
+        segments: u32::try_from(p.segments).unwrap_or(u32::MAX),
+        dt_s: p.dt_s,
+        parameterization: p.parameterization.clone().unwrap_or_default(),
+        sine_terms: p
+            .sine_terms
+            .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
+        fixed_edges: u32::try_from(p.fixed_edges).unwrap_or(u32::MAX),
+    });
+    pb::SessionSpec {
+        console_id: s.console_id.clone(),
+        problem_toml: s.problem_toml.clone().unwrap_or_default(),
+        targets: s.targets.clone(),
+        concentrations: s.concentrations.clone(),
+        objective: s
+            .objective
+            .iter()
+            .map(|o| pb::ObjectivePart {
+                kind: o.kind.clone(),
+                metabolite: o.metabolite.clone(),
+                window_lo_ppm: o.window_ppm.map_or(0.0, |w| w.0),
+                window_hi_ppm: o.window_ppm.map_or(0.0, |w| w.1),
+                weight: o.weight.unwrap_or(1.0),
+                above: o.above,
+                a: o.a.clone(),
+                b: o.b.clone(),
+            })
+            .collect(),
+        sequence: seq,
+        pulse,
+        constraints: Some(pb::Constraints {
+            peak_b1_hz: s.constraints.peak_b1_hz.unwrap_or(0.0),
+            energy_weight: s.constraints.energy_weight,
+            smoothness_weight: s.constraints.smoothness_weight,
+        }),
+        ensemble: Some(pb::Ensemble {
+            b1: s.ensemble.b1.clone(),
+            b0_hz: s.ensemble.b0_hz.clone(),
+        }),
+        budget: Some(pb::Budget {
+            max_acquisitions: s.budget.max_acquisitions,
+            max_rounds: s.budget.max_rounds,
+            optimizer_iterations: s.budget.optimizer_iterations,
+            acquisitions_per_round: s.budget.acquisitions_per_round,
+            averages: s.budget.averages,
+        }),
+        convergence: Some(pb::Convergence {
+            objective_tolerance: s.convergence.objective_tolerance,
+            probe_b1_sigma: s.convergence.probe_b1_sigma,
+        }),
+        carrier_ppm: s.carrier_ppm.unwrap_or(0.0),
+        linewidth_hz: s.linewidth_hz.unwrap_or(0.0),
+        label: s.label.clone(),
+    }
+}
+
+/// The scenario files of a directory (`*.toml`), sorted by name.
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>, HilError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| HilError::Io {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// The scenarios shipped with the crate (`hil/scenarios`).
+pub fn builtin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}

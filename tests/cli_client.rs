@@ -44,6 +44,8 @@ fn the_main_job_converges() {
         .arg(dir.join("data"))
         .arg("--export")
         .arg(dir.join("export"))
+        .arg("--plots")
+        .arg(dir.join("plots"))
         .output()
         .expect("spinloop run");
     let stdout = ok(&out);
@@ -51,6 +53,40 @@ fn the_main_job_converges() {
     assert!(stdout.contains("fitted vs hidden truth"), "{stdout}");
     assert!(dir.join("export/session.json").exists());
     assert!(dir.join("export/acquisitions/0001.nii").exists());
+    // Per-iteration plots: one waveform and one spectrum per acquisition (the export has one
+    // NIfTI-MRS file per acquisition), and the stacked spectra; each a real PNG.
+    let acquisitions = std::fs::read_dir(dir.join("export/acquisitions"))
+        .expect("acquisitions")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "nii"))
+        })
+        .count();
+    assert!(acquisitions >= 1);
+    let mut names: Vec<String> = (1..=acquisitions)
+        .flat_map(|i| {
+            [
+                format!("iter-{i:02}-waveform.png"),
+                format!("iter-{i:02}-spectrum.png"),
+            ]
+        })
+        .collect();
+    names.push("spectra.png".into());
+    for name in &names {
+        let path = dir.join("plots").join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
+        assert!(
+            stdout.contains(&format!("plot {}", path.display())),
+            "{stdout}"
+        );
+    }
+    let plotted = std::fs::read_dir(dir.join("plots")).expect("plots").count();
+    assert_eq!(
+        plotted,
+        names.len(),
+        "unexpected files in the plot directory"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -9,6 +9,8 @@ mod client;
 mod design_cmd;
 #[path = "spinloop/offline.rs"]
 mod offline;
+#[path = "spinloop/plots.rs"]
+mod plots;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -56,6 +58,10 @@ enum Command {
         /// Where to write the session's export (default: under the temporary directory).
         #[arg(long)]
         export: Option<std::path::PathBuf>,
+        /// Where to write the plots of each iteration (waveform; measured, fitted and
+        /// nominal spectra) (default: under the temporary directory).
+        #[arg(long)]
+        plots: Option<std::path::PathBuf>,
         /// Noise seed of the simulated console.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -163,8 +169,9 @@ fn main() -> Result<()> {
         Command::Run {
             data_dir,
             export,
+            plots,
             seed,
-        } => runtime()?.block_on(client::run_demo(data_dir, export, seed)),
+        } => runtime()?.block_on(client::run_demo(data_dir, export, plots, seed)),
         Command::Sessions { conn, cmd } => runtime()?.block_on(client::sessions(conn, cmd)),
         Command::Consoles { conn, cmd } => runtime()?.block_on(client::consoles(conn, cmd)),
         Command::Golden {

@@ -532,6 +532,7 @@ pub async fn consoles(conn: Connection, cmd: ConsolesCmd) -> Result<()> {
 pub async fn run_demo(
     data_dir: Option<PathBuf>,
     export_dir: Option<PathBuf>,
+    plot_dir: Option<PathBuf>,
     seed: u64,
 ) -> Result<()> {
     use spinloop::control::SimConsole;
@@ -595,8 +596,43 @@ pub async fn run_demo(
         })
         .await?
         .into_inner();
+    let shared = daemon
+        .shared()
+        .cloned()
+        .context("the in-process daemon has no shared state")?;
+    let plot_dir = plot_dir.unwrap_or_else(|| tmp.join("plots"));
+    let (spec, console) = {
+        let id = created.id.clone();
+        shared
+            .store
+            .call(move |st| -> Result<_> {
+                let sess = st.get_session(&id)?;
+                let console = st.get_console(&sess.console_id)?;
+                let spec: spinloop::control::SessionSpec =
+                    serde_json::from_value(sess.spec).context("the stored session spec")?;
+                let profile = spinloop::daemon::runner::profile_of(&console)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Ok((spec, profile))
+            })
+            .await??
+    };
+    let mut plots = super::plots::IterationPlots::new(&plot_dir, &spec, &console)?;
     while let Some(e) = events.next().await {
-        println!("{}", describe_event(&e?));
+        let e = e?;
+        println!("{}", describe_event(&e));
+        if e.kind == "fit" || e.kind == "converged" {
+            let id = created.id.clone();
+            let snap = shared
+                .store
+                .call(move |st| super::plots::Snapshot::read(st, &id))
+                .await??;
+            for path in plots.update(&snap)? {
+                println!("  plot {}", path.display());
+            }
+        }
+    }
+    if let Some(path) = plots.finish()? {
+        println!("  plot {}", path.display());
     }
     let s = sessions
         .get_session(pb::GetSessionRequest {

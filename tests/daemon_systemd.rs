@@ -131,7 +131,11 @@ fn sysusers_and_tmpfiles_create_the_user_and_directories() {
         .arg(repo("systemd/sysusers.d/spinloopd.conf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
     let user = passwd
         .lines()
@@ -143,7 +147,12 @@ fn sysusers_and_tmpfiles_create_the_user_and_directories() {
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     let dialout = group.lines().find(|l| l.starts_with("dialout:")).unwrap();
     assert!(
-        dialout.rsplit(':').next().unwrap().split(',').any(|m| m == "spinloopd"),
+        dialout
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .split(',')
+            .any(|m| m == "spinloopd"),
         "spinloopd is not in dialout: {group}"
     );
     let out = Command::new("systemd-tmpfiles")
@@ -152,7 +161,11 @@ fn sysusers_and_tmpfiles_create_the_user_and_directories() {
         .arg(repo("systemd/tmpfiles.d/spinloopd.conf"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (dir, mode) in [("run/spinloopd", 0o750), ("var/lib/spinloop", 0o700)] {
         let m = std::fs::metadata(root.join(dir)).unwrap();
         assert!(m.is_dir(), "{dir}");
@@ -196,7 +209,10 @@ fn serves_on_a_socket_passed_by_socket_activation() {
         .unwrap();
     let t0 = Instant::now();
     while !activated.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the socket never appeared");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the socket never appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The first client connects before the daemon exists: it waits in the backlog.

@@ -222,8 +222,8 @@ impl UnixSocket {
             .map_err(listen_err("making non-blocking", &shown))?;
         let listener =
             UnixListener::from_std(std_listener).map_err(listen_err("adopting", &shown))?;
-        let meta = std::fs::symlink_metadata(&path)
-            .map_err(listen_err("inspecting", path.display()))?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(listen_err("inspecting", path.display()))?;
         Ok(Some(UnixSocket {
             listener,
             path,

@@ -328,3 +328,198 @@ impl ConsolePhysics for SimulatedConsole {
         Ok(fid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+
+    /// A 3 T console measuring an acetate singlet (1.904 ppm) with `truth` lines appended.
+    fn console(truth: &str, snr: Option<f64>, seed: u64) -> SimulatedConsole {
+        let snr = snr.map_or_else(String::new, |s| format!("snr = {s}\n"));
+        let text = format!(
+            r#"seed = {seed}
+{snr}
+[console]
+kind = "3t-clinical"
+[truth]
+{truth}
+[phantom]
+metabolites = ["Ace"]
+concentrations = [10.0]
+[session]
+sequence = {{ kind = "pulse_acquire" }}
+pulse = {{ segments = 20, dt_s = 20e-6 }}
+[[session.objective]]
+kind = "enhancement"
+metabolite = "Ace"
+window_ppm = [1.8, 2.0]
+"#
+        );
+        Scenario::from_toml(&text, "test.toml")
+            .expect("scenario")
+            .console()
+            .expect("console")
+    }
+
+    /// A 90° hard pulse of the console's designed length.
+    fn hard(c: &SimulatedConsole, phase: f64) -> (Vec<f64>, Vec<f64>, f64) {
+        let n = c.segments();
+        let a = 1.0 / (4.0 * n as f64 * c.dt());
+        (vec![a * phase.cos(); n], vec![a * phase.sin(); n], c.dt())
+    }
+
+    fn max_dev(a: &[C64], b: &[C64]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).norm())
+            .fold(0.0, f64::max)
+    }
+
+    fn max_abs(a: &[C64]) -> f64 {
+        a.iter().map(|x| x.norm()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn a_receiver_phase_rotates_the_fid_exactly() {
+        let phi = 0.83;
+        let mut a = console("", None, 1);
+        let mut b = console(&format!("rx_phase_rad = {phi}"), None, 1);
+        let (ux, uy, dt) = hard(&a, 0.0);
+        let fa = a.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        let fb = b.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        let rot: Vec<C64> = fa.iter().map(|z| z * C64::from_polar(1.0, phi)).collect();
+        assert!(max_dev(&fb, &rot) <= 1e-13 * max_abs(&fa));
+    }
+
+    #[test]
+    fn b0_drift_shifts_the_line_by_the_expected_frequency() {
+        let drift = 0.4; // Hz/s
+        let mut c = console(
+            &format!("b0_offset_hz = 1.5\nb0_drift_hz_per_s = {drift}"),
+            None,
+            1,
+        );
+        let (ux, uy, dt) = hard(&c, 0.0);
+        let (t0, t1) = (0.0, 25.0); // 10 Hz apart
+        let f0 = c.acquire(&ux, &uy, dt, 1, t0).expect("fid");
+        let f1 = c.acquire(&ux, &uy, dt, 1, t1).expect("fid");
+        // A singlet: s(t) = A·e^{i2πνt}·e^{−πlw·t}; the ratio of the two FIDs turns at the
+        // frequency difference ν̇0·(t1 − t0), sample to sample.
+        let dwell = c.profile().dwell_s;
+        let expected = 2.0 * std::f64::consts::PI * drift * (t1 - t0) * dwell;
+        for k in 0..200 {
+            let r0 = f1[k] / f0[k];
+            let r1 = f1[k + 1] / f0[k + 1];
+            let step = (r1 / r0).arg();
+            assert!(
+                (step - expected).abs() < 1e-9,
+                "k {k}: {step} vs {expected}"
+            );
+        }
+        // And B0(t) is exactly a console with that constant offset.
+        let mut k = console(&format!("b0_offset_hz = {}", 1.5 + drift * t1), None, 1);
+        let fk = k.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        assert!(max_dev(&fk, &f1) <= 1e-12 * max_abs(&fk));
+    }
+
+    #[test]
+    fn zero_group_delay_and_linear_amplifier_are_the_plain_model() {
+        let mut c = console("tx_group_delay_s = 0.0", None, 1);
+        let (ux, uy, dt) = hard(&c, 0.4);
+        let f = c.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        let mut plain = console("", None, 1);
+        let p = plain
+            .calibrator
+            .predict(&HardwareModel::NOMINAL, &ux, &uy)
+            .expect("predict");
+        assert_eq!(f, p);
+    }
+
+    #[test]
+    fn am_pm_of_a_constant_amplitude_pulse_is_an_rf_phase_shift() {
+        // Every sample gets the same phase Φ(a): the pulse is the same pulse with its phase
+        // advanced by Φ — exactly what a pulse played at RF phase Φ gives.
+        let (pm_max, pm_sat) = (0.6, 400.0);
+        let mut c = console(
+            &format!("am_pm_max_rad = {pm_max}\nam_pm_sat_hz = {pm_sat}"),
+            None,
+            1,
+        );
+        let mut plain = console("", None, 1);
+        let (ux, uy, dt) = hard(&c, 0.0);
+        let a = ux[0];
+        let q = (a / pm_sat) * (a / pm_sat);
+        let phi = pm_max * q / (1.0 + q);
+        let f = c.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        let (px, py, _) = hard(&plain, phi);
+        let g = plain.acquire(&px, &py, dt, 1, 0.0).expect("fid");
+        assert!(max_dev(&f, &g) <= 1e-12 * max_abs(&g));
+        // and differs from the undistorted pulse by a phase only (for a singlet: a rotation
+        // of the transverse magnetization about z by Φ).
+        let h = plain.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        let rot = (f[10] / h[10]).arg();
+        assert!((rot.abs() - phi).abs() < 1e-9, "{rot} vs ±{phi}");
+        assert!(((f[10].norm() - h[10].norm()) / h[10].norm()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn snr_sets_the_noise_sd_and_the_measured_sd_matches() {
+        let snr = 50.0;
+        let mut c = console("", Some(snr), 7);
+        let m = c.profile().sample_count as f64;
+        assert!((c.reference_peak() / (c.noise_sd() * (m - 0.75).sqrt()) - snr).abs() < 1e-9 * snr);
+        let mut clean = console("", None, 7);
+        let (ux, uy, dt) = hard(&c, 0.0);
+        let truth = clean.acquire(&ux, &uy, dt, 1, 0.0).expect("fid");
+        for averages in [1u32, 4] {
+            let mut sum2 = 0.0;
+            let mut n = 0usize;
+            for _ in 0..8 {
+                let f = c.acquire(&ux, &uy, dt, averages, 0.0).expect("fid");
+                for (x, t) in f.iter().zip(&truth) {
+                    let d = x - t;
+                    sum2 += d.re * d.re + d.im * d.im;
+                    n += 2;
+                }
+            }
+            let sd = (sum2 / n as f64).sqrt();
+            let want = c.noise_sd() / f64::from(averages).sqrt();
+            // Relative standard error of an SD estimate from n samples: 1/√(2n) ≈ 0.55 %.
+            let rel = 4.0 / (2.0 * n as f64).sqrt();
+            assert!((sd / want - 1.0).abs() < rel, "sd {sd} vs {want} (±{rel})");
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_bit_identical_fids() {
+        let truth =
+            "b1_scale = 0.9\nb0_drift_hz_per_s = 0.2\nam_pm_max_rad = 0.1\nam_pm_sat_hz = 500.0";
+        let mut a = console(truth, Some(100.0), 99);
+        let mut b = console(truth, Some(100.0), 99);
+        let mut other = console(truth, Some(100.0), 100);
+        let (ux, uy, dt) = hard(&a, 0.2);
+        for k in 0..3 {
+            let t = 2.0 * f64::from(k);
+            let fa = a.acquire(&ux, &uy, dt, 1, t).expect("fid");
+            let fb = b.acquire(&ux, &uy, dt, 1, t).expect("fid");
+            let fo = other.acquire(&ux, &uy, dt, 1, t).expect("fid");
+            let bits = |f: &[C64]| -> Vec<(u64, u64)> {
+                f.iter().map(|z| (z.re.to_bits(), z.im.to_bits())).collect()
+            };
+            assert_eq!(bits(&fa), bits(&fb));
+            assert_ne!(bits(&fa), bits(&fo));
+        }
+    }
+
+    #[test]
+    fn a_wrong_raster_or_length_is_an_error_not_a_panic() {
+        let mut c = console("", None, 1);
+        let (ux, uy, dt) = hard(&c, 0.0);
+        assert!(c.acquire(&ux, &uy, dt * 2.0, 1, 0.0).is_err());
+        assert!(c.acquire(&ux[1..], &uy[1..], dt, 1, 0.0).is_err());
+        let mut bad = ux.clone();
+        bad[3] = f64::NAN;
+        assert!(c.acquire(&bad, &uy, dt, 1, 0.0).is_err());
+    }
+}

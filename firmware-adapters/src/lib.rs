@@ -7,7 +7,10 @@
 //! [`Decoder`]. The link layer, [`link`], builds on it: a sans-IO ARQ state machine
 //! ([`link::Link`]) with sequence numbers, ACK/NAK, retransmission with a timeout and bounded
 //! retries, duplicate detection and heartbeats; its semantics are specified in its module
-//! documentation. The application messages (waveform upload, play, FID transfer) build on that.
+//! documentation. The application messages (waveform upload, play, FID transfer) build on that:
+//! [`app`] implements the payload layouts specified below, and [`session`] the sans-IO
+//! [`HostSession`] (daemon) and [`DeviceSession`] (firmware / simulated console) that run the
+//! protocol over a [`link::Link`].
 //!
 //! # Wire format (protocol version 1)
 //!
@@ -95,9 +98,10 @@
 //! | 0      | 1    | protocol version | `1` ([`app::APP_VERSION`])                               |
 //! | 1      | 1    | role             | `0` host, `1` device                                     |
 //! | 2      | 4    | nonce            | `u32`, different in every `HELLO` a sender sends         |
-//! | 6      | 1    | id length *k*    | `0..=64`                                                 |
-//! | 7      | *k*  | console id       | UTF-8                                                    |
-//! | 7+*k*  | 32   | capabilities     | device only; absent (payload ends) for the host          |
+//! | 6      | 4    | reply to         | `u32`; device: nonce of the host `HELLO` answered, 0 if unsolicited; host: 0 |
+//! | 10     | 1    | id length *k*    | `0..=64`                                                 |
+//! | 11     | *k*  | console id       | UTF-8                                                    |
+//! | 11+*k* | 32   | capabilities     | device only; absent (payload ends) for the host          |
 //!
 //! Capabilities (device `HELLO`), offsets relative to their start:
 //!
@@ -110,10 +114,14 @@
 //! | 20     | 4    | dwell                | `u32` ns, > 0                                   |
 //! | 24     | 8    | max B1 amplitude     | `f64` Hz, finite, > 0; limit on every \|sample\| |
 //!
-//! The host sends `HELLO` to (re)start a session; the device answers with its own `HELLO`. A
-//! device `HELLO` received by the host establishes the session. On a new host `HELLO` (a nonce
-//! different from the current session's) the device drops uploads in progress and its link
-//! state, answers `HELLO`, then re-sends every FID not yet confirmed by `FID_STORED`.
+//! The host sends `HELLO` to (re)start a session; the device answers with its own `HELLO`
+//! whose *reply to* is the host's nonce, which establishes the session. On a new host `HELLO`
+//! (a nonce different from the current session's) the device drops uploads in progress and its
+//! link state, answers `HELLO`, then re-sends every FID not yet confirmed by `FID_STORED`. A
+//! device without a session (e.g. after a reboot) that receives any other application frame
+//! answers with an unsolicited `HELLO` (*reply to* 0), which resynchronises the host's link
+//! receiver, followed by `ERROR` code 1; a host receiving a device `HELLO` that does not answer
+//! its current nonce starts a new session with a fresh `HELLO`.
 //!
 //! ## `ERROR` (0x05)
 //!
@@ -234,6 +242,7 @@ pub mod cobs;
 pub mod crc32c;
 pub mod frame;
 pub mod link;
+pub mod session;
 
 pub use cobs::CobsError;
 pub use crc32c::crc32c;
@@ -241,4 +250,8 @@ pub use frame::{
     CRC_LEN, DELIMITER, Decoder, Frame, FrameError, FrameType, HEADER_LEN, MAGIC,
     MAX_ENCODED_FRAME_LEN, MAX_PAYLOAD_LEN, MAX_RAW_FRAME_LEN, MAX_WIRE_FRAME_LEN,
     MIN_RAW_FRAME_LEN, VERSION,
+};
+pub use session::{
+    DeviceConfig, DeviceEvent, DeviceHello, DeviceSession, Fid, HostConfig, HostEvent, HostSession,
+    SessionError,
 };

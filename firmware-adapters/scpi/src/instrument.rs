@@ -483,7 +483,7 @@ impl SimInstrument {
         } else if is("FETCh:DWELl", true) {
             let acq = u64_param(one_text(p)?)?;
             let fid = self.find_fid(acq)?;
-            Ok(Some(format!("{:+.16E}", fid.dwell_s).into_bytes()))
+            Ok(Some(nr3(fid.dwell_s).into_bytes()))
         } else {
             Err(err(
                 -113,
@@ -605,6 +605,15 @@ impl SimInstrument {
             }
             Err(text) => Err(err(-240, format!("Hardware error;{text}"))),
         }
+    }
+}
+
+/// `v` in NR3 form with the shortest mantissa that round-trips: `+1.0E-6`, `-2.5E3`.
+fn nr3(v: f64) -> String {
+    let s = format!("{v:+E}");
+    match s.split_once('E') {
+        Some((m, e)) if !m.contains('.') => format!("{m}.0E{e}"),
+        _ => s,
     }
 }
 

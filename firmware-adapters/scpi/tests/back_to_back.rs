@@ -563,3 +563,104 @@ fn queued_operations_run_in_order_after_connect() {
     );
     assert_eq!(ev.len(), 4);
 }
+
+#[test]
+fn idn_with_hash_in_serial_is_read_as_a_line() {
+    let inst = SimInstrument::new(
+        spinloop_scpi::InstrumentConfig {
+            idn: spinloop_scpi::Idn {
+                manufacturer: "ACME".into(),
+                model: "AWG-1".into(),
+                serial: "#12345".into(),
+                firmware: "1.0".into(),
+            },
+            ..inst_config()
+        },
+        Box::new(spinloop_scpi::EchoHook { dwell_s: 1e-6 }),
+    );
+    let mut h = Harness::with_instrument(Harness::default_config(), inst);
+    let ev = h.run();
+    assert!(
+        matches!(&ev[..], [ClientEvent::Connected { idn }] if idn.serial == "#12345"),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn unsolicited_input_is_reported_and_ignored() {
+    let mut h = Harness::connected(Harness::default_config());
+    h.client.handle_input(b"stray\n", h.now);
+    assert_eq!(
+        h.client.poll_event(),
+        Some(ClientEvent::Unsolicited {
+            bytes: b"stray".to_vec()
+        })
+    );
+    h.client.upload(1, &waveform(4), h.now).unwrap();
+    assert!(matches!(
+        h.run().as_slice(),
+        [ClientEvent::Uploaded { id: 1, .. }]
+    ));
+}
+
+#[test]
+fn reconnect_after_failed_connect() {
+    let mut h = Harness::new(Harness::default_config());
+    h.inst.drop_next_responses(1); // *IDN? lost
+    let ev = h.run();
+    assert!(
+        matches!(&ev[..], [ClientEvent::ConnectFailed { reason: FailReason::Timeout { query } }, ClientEvent::Resynced] if query == "*IDN?"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        h.client.state(),
+        spinloop_scpi::ConnectionState::Disconnected
+    );
+    h.client.reconnect(h.now);
+    h.client.upload(1, &waveform(4), h.now).unwrap();
+    let ev = h.run();
+    assert!(matches!(ev[0], ClientEvent::Connected { .. }), "{ev:?}");
+    assert!(
+        matches!(ev[1], ClientEvent::Uploaded { id: 1, .. }),
+        "{ev:?}"
+    );
+}
+
+#[test]
+fn custom_command_templates() {
+    let mut cfg = Harness::default_config();
+    cfg.upload_command = "WAVeform:DATA {name}, {block}".into();
+    cfg.play_command = "WAVeform:SELect {name};:ACQuire:ID {acq};:INITiate:IMMediate".into();
+    cfg.fid_crc_query = None;
+    cfg.name_prefix = "RF_".into();
+    let mut h = Harness::connected(cfg);
+    h.client.upload(2, &waveform(4), h.now).unwrap();
+    h.client.play(2, 9, h.now).unwrap();
+    h.client.fetch(9, h.now).unwrap();
+    let ev = h.run();
+    assert!(
+        matches!(&ev[0], ClientEvent::Uploaded { name, .. } if name == "RF_2"),
+        "{ev:?}"
+    );
+    assert!(
+        matches!(ev[2], ClientEvent::Fid { acquisition: 9, .. }),
+        "{ev:?}"
+    );
+    assert_eq!(
+        h.sent_text()[h.sent.len() - 2..],
+        ["FETC:FID? 9".to_string(), "FETC:DWEL? 9".to_string()]
+    );
+}
+
+#[test]
+fn invalid_client_config_is_refused() {
+    let mut cfg = Harness::default_config();
+    cfg.upload_command = "WAV:DATA {name}".into();
+    assert!(matches!(
+        spinloop_scpi::AwgClient::new(cfg, std::time::Instant::now()),
+        Err(ClientError::InvalidConfig(_))
+    ));
+    let mut cfg = Harness::default_config();
+    cfg.name_prefix = "1x".into();
+    assert!(spinloop_scpi::AwgClient::new(cfg, std::time::Instant::now()).is_err());
+}

@@ -98,6 +98,9 @@ pub struct LinkOptions {
     pub ack_log: Option<PathBuf>,
     /// Idempotency key prefix (default: `hil-<pid>-<start ms>`).
     pub key_prefix: Option<String>,
+    /// After this many acks, ignore waveform commands until the next reconnect: a console
+    /// stalled mid-session, so a test can kill it (or the daemon) at a known point.
+    pub pause_after: Option<u64>,
 }
 
 impl Default for LinkOptions {
@@ -108,6 +111,7 @@ impl Default for LinkOptions {
             reconnect_for: Duration::from_secs(60),
             ack_log: None,
             key_prefix: None,
+            pause_after: None,
         }
     }
 }
@@ -164,6 +168,7 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
     let mut pending: BTreeMap<u64, pb::Acquisition> = BTreeMap::new();
     let mut next = 0u64;
     let mut last_ok = Instant::now();
+    let mut pause_used = false;
     loop {
         let channel = match addr.channel().await {
             Ok(c) => c,
@@ -198,6 +203,8 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
         last_ok = Instant::now();
+        // A pause lasts until the next connection.
+        let mut paused = false;
         // Retries first, with their keys.
         for a in pending.values() {
             stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +225,10 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
             match msg.msg {
                 Some(pb::daemon_message::Msg::Waveform(w)) => {
                     stats.waveforms.fetch_add(1, Ordering::Relaxed);
+                    if paused {
+                        tracing::info!("paused: ignoring waveform {}", w.waveform_id);
+                        continue;
+                    }
                     for _ in 0..w.acquisitions.max(1) {
                         let n = next;
                         next += 1;
@@ -257,6 +268,14 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
                         stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     }
                     pending.retain(|_, p| p.idempotency_key != a.idempotency_key);
+                    if !pause_used
+                        && options
+                            .pause_after
+                            .is_some_and(|n| stats.acked.load(Ordering::Relaxed) >= n)
+                    {
+                        paused = true;
+                        pause_used = true;
+                    }
                     if let Some(f) = log.as_mut() {
                         let line = serde_json::json!({
                             "key": a.idempotency_key,

@@ -80,6 +80,9 @@ enum Cmd {
         /// Stop when no connection succeeds for this long (s).
         #[arg(long, default_value_t = 60)]
         reconnect_for_s: u64,
+        /// After N acks, ignore waveforms until the next reconnect (a stalled console).
+        #[arg(long)]
+        pause_after: Option<u64>,
     },
 }
 
@@ -137,6 +140,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             ack_log,
             start_index,
             reconnect_for_s,
+            pause_after,
         } => {
             let s = load(&scenario)?;
             let addr: DaemonAddr = daemon.parse().context("--daemon")?;
@@ -149,6 +153,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 reconnect_for: Duration::from_secs(reconnect_for_s),
                 ack_log,
                 key_prefix: None,
+                pause_after,
             };
             rt.block_on(run_console(addr.clone(), physics, options, stats.clone()))
                 .with_context(|| format!("console {} on {addr}", s.console_id()))?;

@@ -70,7 +70,8 @@ pub struct ClientConfig {
     pub max_upload_retries: u32,
     /// Re-fetches after an FID CRC mismatch.
     pub max_fetch_retries: u32,
-    /// Most `SYST:ERR?` queries after one operation (the queue is read until `0,...`).
+    /// Most `SYST:ERR?` queries after one operation (the queue is read until `0,...`); when
+    /// they are spent with errors still coming, the client sends `*CLS`.
     pub max_error_polls: u32,
     /// After a timeout or garbled response: time to discard input after sending `*CLS`.
     pub drain_time: Duration,
@@ -397,6 +398,13 @@ fn render(template: &str, name: &str, acq: Option<AcquisitionId>) -> String {
     s
 }
 
+/// `now + d`, saturating (a huge configured duration must not panic).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400 * 365)))
+        .unwrap_or(now)
+}
+
 fn crc_of(r: &Response) -> Option<u32> {
     match r {
         Response::Integer(v) => u32::try_from(*v).ok(),
@@ -551,7 +559,7 @@ impl AwgClient {
         if self.framer.buffered() > 0
             && let Phase::Waiting(p) = &mut self.phase
         {
-            p.deadline = p.deadline.max(now + self.config.query_timeout);
+            p.deadline = p.deadline.max(later(now, self.config.query_timeout));
         }
     }
 
@@ -610,7 +618,7 @@ impl AwgClient {
         self.phase = Phase::Waiting(Pending {
             step,
             query,
-            deadline: now + self.config.query_timeout.saturating_add(extra),
+            deadline: later(now, self.config.query_timeout.saturating_add(extra)),
         });
     }
 
@@ -622,7 +630,7 @@ impl AwgClient {
         self.send_command(b"*CLS".to_vec());
         self.framer.clear();
         self.phase = Phase::Draining {
-            until: now + self.config.drain_time,
+            until: later(now, self.config.drain_time),
         };
     }
 
@@ -718,6 +726,8 @@ impl AwgClient {
                 if e.is_no_error() || active.polls >= self.config.max_error_polls {
                     if !e.is_no_error() {
                         active.errors.push(e);
+                        // Poll budget spent: clear what is left for the next operation.
+                        self.send_command(b"*CLS".to_vec());
                     }
                     self.active = Some(active);
                     self.complete_active();

@@ -664,3 +664,26 @@ fn invalid_client_config_is_refused() {
     cfg.name_prefix = "1x".into();
     assert!(spinloop_scpi::AwgClient::new(cfg, std::time::Instant::now()).is_err());
 }
+
+#[test]
+fn error_poll_budget_is_bounded_and_queue_cleared() {
+    let mut cfg = Harness::default_config();
+    cfg.max_error_polls = 2;
+    let mut h = Harness::connected(cfg);
+    for k in 0..5 {
+        h.inst.inject_error(-300 - k, "Device-specific error");
+    }
+    h.client.upload(1, &waveform(4), h.now).unwrap();
+    let ev = h.run();
+    assert!(
+        matches!(&ev[..], [ClientEvent::UploadFailed { id: 1, reason: FailReason::Instrument { code: -300, more, .. } }] if more.len() == 1 && more[0].code == -301),
+        "{ev:?}"
+    );
+    assert_eq!(h.sent_text().last().map(String::as_str), Some("*CLS"));
+    assert_eq!(h.inst.error_queue().count(), 0);
+    h.client.upload(2, &waveform(4), h.now).unwrap();
+    assert!(matches!(
+        h.run().as_slice(),
+        [ClientEvent::Uploaded { id: 2, .. }]
+    ));
+}

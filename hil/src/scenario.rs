@@ -417,3 +417,111 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, HilError> {
 pub fn builtin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[console]
+kind = "3t-clinical"
+[phantom]
+metabolites = ["NAA", "Cr"]
+concentrations = [12.0, 8.0]
+[session]
+sequence = { kind = "pulse_acquire" }
+pulse = { segments = 40, dt_s = 20e-6 }
+[[session.objective]]
+kind = "enhancement"
+metabolite = "NAA"
+window_ppm = [1.9, 2.1]
+"#;
+
+    fn err(text: &str) -> String {
+        Scenario::from_toml(text, "t.toml")
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn the_built_in_scenarios_parse_and_compile() {
+        let files = list(&builtin_dir()).expect("scenarios dir");
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| Scenario::load(p).expect("valid scenario").name)
+            .collect();
+        for want in ["3t-brain-b1-low", "3t-brain-drift-ampm", "11t7-citrate"] {
+            assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_name_id_and_targets() {
+        let s = Scenario::from_toml(MINIMAL, "dir/my-case.toml").expect("valid");
+        assert_eq!(s.name, "my-case");
+        assert_eq!(s.console_id(), "hil-my-case");
+        let spec = s.session_spec();
+        assert_eq!(spec.targets, vec!["NAA", "Cr"]);
+        assert_eq!(spec.concentrations, vec![12.0, 8.0]);
+        assert_eq!(s.truth, HiddenTruth::default());
+        assert_eq!(s.profile().f0_hz, 123.2e6);
+    }
+
+    #[test]
+    fn the_grpc_spec_round_trips_through_the_daemons_conversion() {
+        let text = MINIMAL.replace(
+            "[session]\n",
+            "[session]\nensemble = { b1 = [0.95, 1.0, 1.05], b0_hz = [0.0] }\n\
+             budget = { max_acquisitions = 9, max_rounds = 4, optimizer_iterations = 11, \
+             acquisitions_per_round = 2, averages = 3 }\ncarrier_ppm = 2.5\nlinewidth_hz = 3.0\n",
+        );
+        let s = Scenario::from_toml(&text, "t.toml").expect("valid");
+        let back = spinloop::daemon::sessions::spec_from_pb(s.session_pb()).expect("daemon side");
+        let mut want = s.session_spec();
+        // The daemon fills the objective weight's default.
+        want.objective[0].weight = Some(1.0);
+        assert_eq!(back, want);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let e = err(&format!("{MINIMAL}\n[truth]\nb1_scal = 0.9\n"));
+        assert!(e.contains("b1_scal"), "{e}");
+        let e = err(&MINIMAL.replace("[console]\n", "colour = 1\n[console]\n"));
+        assert!(e.contains("colour"), "{e}");
+        let e = err(&format!("{MINIMAL}\n[expect]\nb1_tol = 0.1\n"));
+        assert!(e.contains("b1_tol"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_validated_with_the_field() {
+        for (extra, field) in [
+            ("[truth]\nb1_scale = 0.0\n", "truth.b1_scale"),
+            (
+                "[truth]\nb0_drift_hz_per_s = 1e9\n",
+                "truth.b0_drift_hz_per_s",
+            ),
+            ("[truth]\nam_pm_max_rad = 0.3\n", "truth.am_pm_sat_hz"),
+            (
+                "[truth]\ntx_group_delay_s = -1e-6\n",
+                "truth.tx_group_delay_s",
+            ),
+            ("[expect]\nb1_rel_tol = -0.1\n", "expect.b1_rel_tol"),
+            ("[expect]\nstate = \"done\"\n", "expect.state"),
+        ] {
+            let e = err(&format!("{MINIMAL}\n{extra}"));
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let e = err(&format!("snr = -3.0\n{MINIMAL}"));
+        assert!(e.contains("snr"), "{e}");
+        let e = err(&MINIMAL.replace("3t-clinical", "7t-research"));
+        assert!(e.contains("7t-research"), "{e}");
+        let e = err(&MINIMAL.replace("[12.0, 8.0]", "[12.0]"));
+        assert!(e.contains("phantom.concentrations"), "{e}");
+        let e = err(&MINIMAL.replace("\"NAA\", \"Cr\"]", "\"NAA\", \"Unobtainium\"]"));
+        assert!(e.contains("Unobtainium"), "{e}");
+        // The session is compiled against the console before anything runs.
+        let e = err(&MINIMAL.replace("segments = 40", "segments = 4000"));
+        assert!(e.contains("t.toml"), "{e}");
+    }
+}

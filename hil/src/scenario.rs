@@ -46,7 +46,7 @@
 //! window_ppm = [1.9, 2.1]
 //!
 //! [expect]                           # tolerances; each optional (unchecked when absent)
-//! state = "converged"
+//! state = "converged"                # the default; or "failed", "any"
 //! b1_rel_tol = 0.02                  # |fitted − true| / true
 //! b0_tol_hz = 0.5                    # |fitted − true B0 at the last acquisition|
 //! max_acquisitions = 6
@@ -121,7 +121,7 @@ pub struct SessionSection {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
-    /// Final state: `converged` (default when the section is given), `failed`, or `any`.
+    /// Final state: `converged` (the default), `failed`, or `any`.
     #[serde(default)]
     pub state: Option<String>,
     /// Largest |fitted B1 − true| / true.

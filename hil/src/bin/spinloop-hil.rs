@@ -206,7 +206,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                 external_console,
                 timeout: Duration::from_secs(timeout_s),
             };
+            let t0 = std::time::Instant::now();
             let mut print = |l: &str| {
+                let l = format!("[{:>7.2} s] {l}", t0.elapsed().as_secs_f64());
                 if json {
                     eprintln!("{l}");
                 } else {
@@ -216,6 +218,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let report = rt
                 .block_on(run_scenario(&s, &addr, &options, &mut print))
                 .with_context(|| format!("scenario {} on {addr}", s.name))?;
+            print("scored against the hidden truth");
             if json {
                 println!(
                     "{}",

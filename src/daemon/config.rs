@@ -124,6 +124,172 @@ pub struct ConfigFile {
     pub log_format: Option<LogFormat>,
     /// A tracing filter (`info`, `spinloop=debug,tonic=warn`); `RUST_LOG` wins when set.
     pub log_level: Option<String>,
+    /// Consoles and RF hardware reached over a serial port (`[[serial_console]]` tables).
+    #[serde(
+        default,
+        rename = "serial_console",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub serial_consoles: Vec<SerialConsoleConfig>,
+}
+
+/// The protocol a serial console speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialProtocol {
+    /// spinloop's console firmware protocol (crate `spinloop-firmware`): the device states
+    /// its f0, RF raster, acquisition and B1 limit in its HELLO.
+    Firmware,
+    /// A SCPI instrument (crate `spinloop-scpi`): an arbitrary-waveform generator with a
+    /// receiver answering `FETC:FID?`; its f0, raster and acquisition come from this table.
+    Scpi,
+}
+
+/// A console reached over a serial port (`[[serial_console]]` in the configuration file).
+/// The daemon opens `device` itself, speaks `protocol` to it, and registers it as console
+/// `id` exactly like a console connecting over gRPC: waveforms pass the same interlock,
+/// acquisitions are acknowledged to the device only after they are committed. Unplugging
+/// the device disconnects the console; the daemon keeps reopening the path (use a stable
+/// name such as `/dev/serial/by-id/…`) and reconnects when it comes back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialConsoleConfig {
+    /// Console id (letters, digits, `-`, `_`, `.`; at most 64 bytes).
+    pub id: String,
+    /// `firmware` or `scpi`.
+    pub protocol: SerialProtocol,
+    /// The serial device path.
+    pub device: PathBuf,
+    /// Baud rate (8N1, no flow control).
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// Nucleus (default `1H`).
+    #[serde(default = "default_nucleus")]
+    pub nucleus: String,
+    /// The site's transmit limits for this console (required: the interlock enforces them).
+    pub limits: SerialLimits,
+    /// Repetition time of the sequence the console plays (s); 0 = unknown.
+    #[serde(default)]
+    pub tr_s: f64,
+    /// Larmor frequency (Hz): required for `scpi`; for `firmware`, if set, must match the
+    /// device's HELLO.
+    pub f0_hz: Option<f64>,
+    /// RF sample interval (s): required for `scpi`; for `firmware` as `f0_hz`.
+    pub rf_raster_s: Option<f64>,
+    /// Complex points per acquisition: required for `scpi`; for `firmware` as `f0_hz`.
+    pub sample_count: Option<u32>,
+    /// Acquisition dwell (s): required for `scpi`; for `firmware` as `f0_hz`.
+    pub dwell_s: Option<f64>,
+    /// SCPI: |B1| (Hz) at DAC full scale (required for `scpi`).
+    pub dac_full_scale_hz: Option<f64>,
+    /// Silence (ms) after which the link is considered lost (default 3000).
+    #[serde(default = "default_link_timeout_ms")]
+    pub link_timeout_ms: u64,
+}
+
+/// Transmit limits of a serial console (the same meaning as a gRPC console's hello).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialLimits {
+    /// Largest |B1| of any sample (Hz); a `firmware` device's own limit also applies.
+    pub peak_b1_hz: f64,
+    /// Largest Σ|u|²·dt of one waveform (Hz²·s).
+    pub max_energy_hz2s: f64,
+    /// Longest waveform (s).
+    pub max_duration_s: f64,
+    /// Largest duty cycle at the TR (0..1; needs `tr_s`), 0 = not checked.
+    #[serde(default)]
+    pub max_duty_cycle: f64,
+    /// Sliding energy window (s), 0 = none.
+    #[serde(default)]
+    pub energy_window_s: f64,
+    /// Energy allowed within the window (Hz²·s).
+    #[serde(default)]
+    pub window_max_energy_hz2s: f64,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+fn default_nucleus() -> String {
+    "1H".to_string()
+}
+
+fn default_link_timeout_ms() -> u64 {
+    3000
+}
+
+impl SerialConsoleConfig {
+    /// Checks what can be checked without the device.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |reason: String| invalid("serial_console", format!("{}: {reason}", self.id));
+        crate::control::check_id("serial_console.id", &self.id, 64)
+            .map_err(|e| invalid("serial_console", e.to_string()))?;
+        if self.device.as_os_str().is_empty() {
+            return Err(bad("device is empty".into()));
+        }
+        if !(50..=4_000_000).contains(&self.baud) {
+            return Err(bad(format!("baud {} is outside 50..=4000000", self.baud)));
+        }
+        if !(100..=600_000).contains(&self.link_timeout_ms) {
+            return Err(bad(format!(
+                "link_timeout_ms {} is outside 100..=600000",
+                self.link_timeout_ms
+            )));
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.peak_b1_hz", l.peak_b1_hz),
+            ("limits.max_energy_hz2s", l.max_energy_hz2s),
+            ("limits.max_duration_s", l.max_duration_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("{name} = {v} must be finite and > 0")));
+            }
+        }
+        for (name, v) in [
+            ("limits.max_duty_cycle", l.max_duty_cycle),
+            ("limits.energy_window_s", l.energy_window_s),
+            ("limits.window_max_energy_hz2s", l.window_max_energy_hz2s),
+            ("tr_s", self.tr_s),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(bad(format!("{name} = {v} must be finite and ≥ 0")));
+            }
+        }
+        for (name, v) in [
+            ("f0_hz", self.f0_hz),
+            ("rf_raster_s", self.rf_raster_s),
+            ("dwell_s", self.dwell_s),
+            ("dac_full_scale_hz", self.dac_full_scale_hz),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v > 0.0)
+            {
+                return Err(bad(format!("{name} = {v} must be finite and > 0")));
+            }
+        }
+        if self.sample_count == Some(0) {
+            return Err(bad("sample_count must be > 0".into()));
+        }
+        if self.protocol == SerialProtocol::Scpi {
+            for (name, missing) in [
+                ("f0_hz", self.f0_hz.is_none()),
+                ("rf_raster_s", self.rf_raster_s.is_none()),
+                ("sample_count", self.sample_count.is_none()),
+                ("dwell_s", self.dwell_s.is_none()),
+                ("dac_full_scale_hz", self.dac_full_scale_hz.is_none()),
+            ] {
+                if missing {
+                    return Err(bad(format!(
+                        "{name} is required for a scpi console (it has no capability handshake)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ConfigFile {
@@ -156,6 +322,11 @@ impl ConfigFile {
             max_in_flight: over.max_in_flight.or(self.max_in_flight),
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
+            serial_consoles: if over.serial_consoles.is_empty() {
+                self.serial_consoles
+            } else {
+                over.serial_consoles
+            },
         }
     }
 
@@ -191,6 +362,7 @@ impl ConfigFile {
             max_in_flight: self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
             log_format: self.log_format.unwrap_or_default(),
             log_level: self.log_level.unwrap_or_else(|| "info".to_string()),
+            serial_consoles: self.serial_consoles,
         };
         config.validate()?;
         Ok(config)
@@ -232,6 +404,8 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Tracing filter.
     pub log_level: String,
+    /// Consoles on serial ports.
+    pub serial_consoles: Vec<SerialConsoleConfig>,
 }
 
 impl DaemonConfig {
@@ -247,6 +421,7 @@ impl DaemonConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            serial_consoles: Vec::new(),
         }
     }
 
@@ -312,6 +487,16 @@ impl DaemonConfig {
                 ));
             }
             _ => {}
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for c in &self.serial_consoles {
+            c.validate()?;
+            if !ids.insert(c.id.as_str()) {
+                return Err(invalid(
+                    "serial_console",
+                    format!("console id {:?} is configured twice", c.id),
+                ));
+            }
         }
         if let Some(tls) = &self.tls {
             for (what, p) in [

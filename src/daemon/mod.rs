@@ -16,6 +16,7 @@ pub mod pb;
 pub mod runner;
 pub mod server;
 pub mod sessions;
+pub mod serial;
 pub mod sim_link;
 pub mod tls;
 

@@ -548,8 +548,18 @@ pub async fn start_in_process(config: DaemonConfig) -> Result<DaemonHandle, Serv
     let (stop, stop_rx) = watch::channel(false);
     let serve_shared = shared.clone();
     let options = ServeOptions::from_config(&config);
+    // Serial consoles: each bridge is a client of the socket served below (it retries until
+    // the server accepts).
+    let serial =
+        super::serial::start_all(&config.serial_consoles, &config.data_dir, &socket, &stop_rx)
+            .map_err(|e| ServerError::Task(e.to_string()))?;
     let task = tokio::spawn(async move {
         let r = serve(serve_shared, listeners, options, stopped(stop_rx)).await;
+        for t in serial {
+            if tokio::time::timeout(GRACE_PERIOD, t).await.is_err() {
+                tracing::warn!("a serial console did not stop within {GRACE_PERIOD:?}");
+            }
+        }
         // Wait for the store thread to end (every handle dropped) so the last commit is on
         // disk and the connection closed; tasks still holding the shared state (a session
         // runner) may keep it alive, so the wait is bounded. Commits are synchronous, so

@@ -63,9 +63,15 @@ pub enum HilError {
     /// The calibrator refused the experiment.
     #[error("calibration model: {0}")]
     Calibrate(#[from] spinloop::calibrate::CalibrateError),
-    /// A gRPC call or connection failed.
+    /// A link-level failure (bad export, task failure, timeout, …).
     #[error("daemon link: {0}")]
     Link(String),
+    /// The connection to the daemon failed.
+    #[error("connecting to the daemon: {0}")]
+    Transport(String),
+    /// The daemon answered a call with an error status.
+    #[error("daemon: {0:?}: {1}")]
+    Status(tonic::Code, String),
 }
 
 impl HilError {
@@ -85,12 +91,12 @@ impl HilError {
 
 impl From<tonic::Status> for HilError {
     fn from(s: tonic::Status) -> HilError {
-        HilError::Link(format!("{:?}: {}", s.code(), s.message()))
+        HilError::Status(s.code(), s.message().to_string())
     }
 }
 
 impl From<tonic::transport::Error> for HilError {
     fn from(e: tonic::transport::Error) -> HilError {
-        HilError::Link(e.to_string())
+        HilError::Transport(e.to_string())
     }
 }

@@ -47,6 +47,16 @@ impl ChildDaemon {
     /// Starts `binary` with `--data-dir DIR/data --socket DIR/spinloopd.sock` and waits (up
     /// to 30 s) until the socket accepts connections. `keep` leaves `dir` in place on drop.
     pub fn spawn(binary: &Path, dir: &Path, keep: bool) -> Result<ChildDaemon, HilError> {
+        ChildDaemon::spawn_with(binary, dir, keep, &[])
+    }
+
+    /// [`ChildDaemon::spawn`] with extra flags (e.g. `--tcp 127.0.0.1:PORT`).
+    pub fn spawn_with(
+        binary: &Path,
+        dir: &Path,
+        keep: bool,
+        extra: &[&str],
+    ) -> Result<ChildDaemon, HilError> {
         let io = |e: std::io::Error| HilError::Io {
             path: dir.to_path_buf(),
             message: e.to_string(),
@@ -59,6 +69,7 @@ impl ChildDaemon {
             .arg(dir.join("data"))
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
@@ -383,13 +394,18 @@ async fn follow(
         .await;
         let mut stream = match stream {
             Ok(s) => s,
-            Err(_) => {
+            Err(e) if retryable(&e) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            Err(e) => return Err(e),
         };
         while let Some(e) = stream.next().await {
-            let Ok(e) = e else { break };
+            let e = match e {
+                Ok(e) => e,
+                Err(s) if retryable(&HilError::from(s.clone())) => break,
+                Err(s) => return Err(s.into()),
+            };
             if e.seq <= seen.last_seq {
                 continue;
             }
@@ -411,6 +427,22 @@ async fn follow(
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Whether an error is the daemon being away (retry) rather than a refusal (give up).
+fn retryable(e: &HilError) -> bool {
+    match e {
+        HilError::Transport(_) => true,
+        HilError::Status(code, _) => matches!(
+            code,
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+                | tonic::Code::Internal
+        ),
+        _ => false,
     }
 }
 

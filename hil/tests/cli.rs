@@ -101,3 +101,30 @@ fn a_missed_tolerance_exits_1_and_reruns_are_bit_identical() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("[MISS] acquisitions"), "{text}");
 }
+
+#[test]
+fn a_scenario_runs_over_tcp() {
+    let dir = temp_dir("cli-tcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let tcp = format!("127.0.0.1:{port}");
+    let _daemon =
+        ChildDaemon::spawn_with(&spinloopd(), &dir.join("daemon"), false, &["--tcp", &tcp])
+            .expect("spinloopd");
+    let file = dir.join("s.toml");
+    std::fs::write(&file, light_scenario("tcp", 1.1, 2.0, 9)).expect("write");
+    let log = dir.join("tcp.log");
+    let out = Proc::spawn(
+        hil()
+            .arg("run")
+            .arg(&file)
+            .args(["--daemon", &format!("tcp:{tcp}"), "--json"]),
+        &log,
+    )
+    .wait(Duration::from_secs(60));
+    let r = report(&out, &log);
+    assert_eq!(out.status.code(), Some(0), "{}", r["checks"]);
+    assert_eq!(r["state"], "converged");
+}

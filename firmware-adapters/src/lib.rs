@@ -10,7 +10,8 @@
 //! documentation. The application messages (waveform upload, play, FID transfer) build on that:
 //! [`app`] implements the payload layouts specified below, and [`session`] the sans-IO
 //! [`HostSession`] (daemon) and [`DeviceSession`] (firmware / simulated console) that run the
-//! protocol over a [`link::Link`].
+//! protocol over a [`link::Link`]. [`serial`] runs those sessions over real serial ports
+//! ([`serial::HostDriver`], [`serial::DeviceDriver`]) with unplug detection and reopen.
 //!
 //! # Wire format (protocol version 1)
 //!
@@ -242,6 +243,7 @@ pub mod cobs;
 pub mod crc32c;
 pub mod frame;
 pub mod link;
+pub mod serial;
 pub mod session;
 
 pub use cobs::CobsError;

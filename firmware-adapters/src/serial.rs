@@ -178,7 +178,9 @@ impl HostDriver {
 
     /// Sends a command.
     pub fn send(&self, command: HostCommand) -> Result<(), DriverError> {
-        self.commands.send(command).map_err(|_| DriverError::Stopped)
+        self.commands
+            .send(command)
+            .map_err(|_| DriverError::Stopped)
     }
 
     /// Queues an upload ([`HostCommand::Upload`]).

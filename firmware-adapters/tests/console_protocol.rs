@@ -443,14 +443,12 @@ fn amplitude_over_limit_and_too_long_are_rejected() {
     assert!(sim.host.upload(4, &[], now).is_err());
     // Playing an uncommitted waveform is answered with ERROR.
     sim.host.play(3, 1, 1, now).unwrap();
-    assert!(
-        sim.run_until(Duration::from_secs(1), |s| {
-            s.host_count(|e| matches!(
+    assert!(sim.run_until(Duration::from_secs(1), |s| {
+        s.host_count(|e| matches!(
         e,
         HostEvent::DeviceError(r) if r.code == spinloop_firmware::app::error_code::UNKNOWN_WAVEFORM
     )) == 1
-        })
-    );
+    }));
 }
 
 /// A hand-driven host link talking raw frames to a [`DeviceSession`].

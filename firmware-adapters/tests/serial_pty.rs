@@ -18,9 +18,7 @@ use serialport::{SerialPort, TTYPort};
 use spinloop_firmware::app::Capabilities;
 use spinloop_firmware::link::LinkConfig;
 use spinloop_firmware::serial::{DeviceDriver, HostDriver, SerialConfig};
-use spinloop_firmware::{
-    DeviceConfig, DeviceEvent, DeviceSession, Fid, HostConfig, HostEvent,
-};
+use spinloop_firmware::{DeviceConfig, DeviceEvent, DeviceSession, Fid, HostConfig, HostEvent};
 
 fn link_config() -> LinkConfig {
     LinkConfig {
@@ -78,7 +76,12 @@ fn serial_config(path: &Path) -> SerialConfig {
 
 fn waveform(n: usize) -> Vec<Complex32> {
     (0..n)
-        .map(|i| Complex32::new((i as f32 * 0.01).sin() * 900.0, (i as f32 * 0.003).cos() * 300.0))
+        .map(|i| {
+            Complex32::new(
+                (i as f32 * 0.01).sin() * 900.0,
+                (i as f32 * 0.003).cos() * 300.0,
+            )
+        })
         .collect()
 }
 
@@ -219,7 +222,9 @@ impl Rig {
     fn upload_ok(&mut self, id: u32, samples: Vec<Complex32>) {
         self.host.upload(id, samples).unwrap();
         self.wait(Duration::from_secs(3), "commit", |r| {
-            r.count(|e| matches!(e, HostEvent::WaveformCommitted { waveform_id } if *waveform_id == id)) == 1
+            r.count(
+                |e| matches!(e, HostEvent::WaveformCommitted { waveform_id } if *waveform_id == id),
+            ) == 1
         });
     }
 
@@ -235,8 +240,9 @@ impl Rig {
     fn stored(&mut self, acq: u32) {
         self.host.fid_stored(acq).unwrap();
         self.wait(Duration::from_secs(3), "FID_STORED", |r| {
-            r.dev_log
-                .contains(&DeviceEvent::FidStored { acquisition_id: acq })
+            r.dev_log.contains(&DeviceEvent::FidStored {
+                acquisition_id: acq,
+            })
         });
     }
 }
@@ -356,7 +362,7 @@ fn relay(
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    if rng % one_in == 0 {
+                    if rng.is_multiple_of(one_in) {
                         *byte ^= 1 << ((rng >> 32) % 8);
                         mangled.fetch_add(1, Ordering::Relaxed);
                     }
@@ -380,7 +386,10 @@ fn corruption_injected_by_a_relay_is_recovered() {
     }
     let device = rig.unplug();
     let host = rig.host.shutdown().unwrap();
-    assert!(cable.mangled.load(Ordering::Relaxed) > 0, "the relay corrupted bytes");
+    assert!(
+        cable.mangled.load(Ordering::Relaxed) > 0,
+        "the relay corrupted bytes"
+    );
     let errors = host.link_stats().frame_errors + device.link_stats().frame_errors;
     assert!(errors > 0, "corrupted frames were detected and dropped");
     assert_eq!(device.waveform(1).unwrap().to_vec(), waveform(3000));
@@ -400,9 +409,15 @@ fn unplug_mid_upload_then_replug_recovers_without_losing_fids() {
     rig.auto_acquire = false;
     rig.host.play(1, 6, 1).unwrap();
     rig.wait(Duration::from_secs(3), "play 6", |r| {
-        r.dev_log
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::PlayRequested { acquisition_id: 6, .. }))
+        r.dev_log.iter().any(|e| {
+            matches!(
+                e,
+                DeviceEvent::PlayRequested {
+                    acquisition_id: 6,
+                    ..
+                }
+            )
+        })
     });
 
     // A long upload (~64 KiB on the wire), and the cable is pulled after 20 KiB of it.
@@ -416,7 +431,8 @@ fn unplug_mid_upload_then_replug_recovers_without_losing_fids() {
     rig.wait(Duration::from_secs(3), "link lost", |r| {
         r.count(|e| matches!(e, HostEvent::LinkLost)) == 1
             && r.count(|e| matches!(e, HostEvent::UploadFailed { waveform_id: 2 })) == 1
-            && r.count(|e| matches!(e, HostEvent::AcquisitionInterrupted { acquisition_id: 6 })) == 1
+            && r.count(|e| matches!(e, HostEvent::AcquisitionInterrupted { acquisition_id: 6 }))
+                == 1
     });
     assert_eq!(
         rig.count(|e| matches!(e, HostEvent::WaveformCommitted { waveform_id: 2 })),

@@ -1,9 +1,10 @@
 //! Bruker TopSpin raw data: an experiment directory (`<name>/<expno>/`) holding the parameter
 //! file `acqus` and the raw FID `fid` (1D) or `ser` (nD). This module owns [`Acqus`] (the
-//! parsed parameter file), [`BrukerFid`] and its reader [`read_experiment`], the raw decoder
-//! [`decode_fid`], the digital-filter correction [`remove_digital_filter`] with the
-//! DECIM/DSPFVS group-delay table ([`dsp_table_group_delay`], [`group_delay_from_acqus`]), and
-//! the writer [`write_experiment`] used by the tests and by `spinloop simulate --bruker`.
+//! parsed parameter file), [`BrukerFid`] and its reader [`read_experiment`] (in memory:
+//! [`BrukerFid::from_bytes`]), the raw decoder [`decode_fid`], the digital-filter correction
+//! [`remove_digital_filter`] with the DECIM/DSPFVS group-delay table
+//! ([`dsp_table_group_delay`], [`group_delay_from_acqus`]), and the writer
+//! [`write_experiment`] used by the tests and by `spinloop simulate --bruker`.
 //!
 //! # Format facts and their sources
 //! Sources: `shared/reference/interop.md` §2b; jjhelmus/nmrglue `nmrglue/fileio/bruker.py`
@@ -972,6 +973,23 @@ impl BrukerFid {
     pub fn carrier_ppm(&self) -> f64 {
         self.o1_hz / self.bf1_mhz
     }
+
+    /// In-memory form of [`read_experiment`]: `acqus` is the text of the parameter file
+    /// (bytes that are not UTF-8 are replaced, as when reading the file), `binary` the whole
+    /// `fid` file, or (`ser` = true) a `ser` file or any prefix of it that holds its first FID;
+    /// `acqus_source` and `binary_source` name them in errors. Same rules and errors as
+    /// [`read_experiment`]; nothing is allocated from a header value before it has been checked
+    /// against `binary.len()`.
+    pub fn from_bytes(
+        acqus: &[u8],
+        acqus_source: &str,
+        binary: &[u8],
+        binary_source: &str,
+        ser: bool,
+    ) -> Result<BrukerFid, PhysicsError> {
+        let acqus = Acqus::parse(&String::from_utf8_lossy(acqus), acqus_source)?;
+        experiment_from_parts(acqus, binary, ser, binary_source)
+    }
 }
 
 fn read_error(path: &Path, what: &str, e: impl std::fmt::Display) -> PhysicsError {
@@ -1014,7 +1032,7 @@ pub fn read_experiment(dir: &Path) -> Result<BrukerFid, PhysicsError> {
     };
     let source = bin_path.display().to_string();
 
-    // Size checks before any buffer is sized from TD.
+    // Size checks before any buffer is sized from TD; only the first FID of a ser is read.
     let layout = Layout::from_acqus(&acqus)?;
     let need = layout.bytes(&acqus)?;
     let mut file = fs::File::open(&bin_path).map_err(|e| read_error(&bin_path, "fid", e))?;
@@ -1033,7 +1051,25 @@ pub fn read_experiment(dir: &Path) -> Result<BrukerFid, PhysicsError> {
         .take(take as u64)
         .read_to_end(&mut bytes)
         .map_err(|e| read_error(&bin_path, "fid", e))?;
-    let raw = decode_fid(&bytes, &acqus, &source)?;
+    experiment_from_parts(acqus, &bytes, is_ser, &source)
+}
+
+/// The part of [`read_experiment`] after the files are read: `binary` is the `fid`, or the
+/// start of a `ser` (only its first FID is used).
+fn experiment_from_parts(
+    acqus: Acqus,
+    binary: &[u8],
+    is_ser: bool,
+    source: &str,
+) -> Result<BrukerFid, PhysicsError> {
+    let layout = Layout::from_acqus(&acqus)?;
+    let need = layout.bytes(&acqus)?;
+    let len = binary.len();
+    if len < need || (!is_ser && len > padded(need)) {
+        let kind = if is_ser { "ser" } else { "fid" };
+        return Err(size_error(kind, source, &layout, &acqus, len));
+    }
+    let raw = decode_fid(&binary[..len.min(padded(need))], &acqus, source)?;
 
     let sw_h = acqus.positive("SW_h", "spectral width in Hz")?;
     let sfo1 = acqus.positive("SFO1", "carrier frequency in MHz")?;

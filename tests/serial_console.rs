@@ -123,6 +123,8 @@ struct Device {
     stored: Arc<Mutex<Vec<u32>>>,
     plays: Arc<AtomicU64>,
     physics: Arc<Mutex<SimConsole>>,
+    /// While set, a requested acquisition waits before it completes.
+    hold: Arc<AtomicBool>,
 }
 
 fn device_session(id: &str) -> DeviceSession {
@@ -155,6 +157,7 @@ impl Device {
             stored,
             plays,
             physics,
+            hold: Arc::new(AtomicBool::new(false)),
         };
         d.attach(port, device_session(id));
         d
@@ -186,9 +189,13 @@ impl Device {
         .expect("device driver");
         let commands = driver.commands();
         let physics = self.physics.clone();
+        let hold = self.hold.clone();
         thread::spawn(move || {
             while let Ok((acq, ux, uy, averages)) = play_rx.recv() {
                 plays.fetch_add(1, Ordering::Relaxed);
+                while hold.load(Ordering::Relaxed) {
+                    thread::sleep(Duration::from_millis(5));
+                }
                 let fid = {
                     let mut p = physics.lock().expect("physics");
                     p.acquire(&ux, &uy, averages).expect("acquire")
@@ -556,4 +563,108 @@ async fn session_converges_through_a_scpi_instrument() {
         played.load(Ordering::Relaxed),
         "every played FID is stored once"
     );
+}
+
+/// `kill -9` of the daemon while the device is acquiring: the FID completes while no daemon
+/// is listening, the device retains it, the restarted daemon (same state directory) maps it
+/// back through its journal, stores it, and the resumed session converges; every FID the
+/// device was told is stored is in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_daemon_mid_acquisition_loses_nothing() {
+    use std::process::{Child, Command, Stdio};
+    let dir = Dir::new("kill9");
+    let id = "serial-3t-k";
+    let data = dir.0.join("data");
+    let socket = dir.0.join("d.sock");
+    let cfg = serial_config(id, &dir.link(), SerialProtocol::Firmware);
+    let config = spinloop::daemon::config::ConfigFile {
+        serial_consoles: vec![cfg],
+        ..Default::default()
+    };
+    let config_path = dir.0.join("spinloopd.toml");
+    std::fs::write(&config_path, toml::to_string(&config).expect("toml")).expect("config");
+    let spawn = || -> Child {
+        Command::new(env!("CARGO_BIN_EXE_spinloopd"))
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spinloopd")
+    };
+    let master = plug(&dir.link());
+    let device = Device::start(id, Box::new(master));
+    device.hold.store(true, Ordering::Relaxed);
+    let mut daemon = spawn();
+    let t0 = Instant::now();
+    while !socket.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no socket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Start the session; it runs in the daemon, so this watch ends with the kill.
+    let session_socket = socket.clone();
+    let first = tokio::spawn(async move { run_session(&session_socket, id).await });
+    let t0 = Instant::now();
+    while device.plays.load(Ordering::Relaxed) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the device was never asked to play"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.kill().expect("kill -9");
+    let _ = daemon.wait();
+    first.abort();
+    // The acquisition completes with no daemon: the device retains the FID.
+    device.hold.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        device.stored().is_empty(),
+        "nothing can be stored while the daemon is down"
+    );
+    let mut daemon = spawn();
+    // The session resumes on its own; wait for it to end.
+    let t0 = Instant::now();
+    let session = loop {
+        if let Ok(channel) = unix_channel(&socket).await {
+            let mut sessions = pb::sessions_client::SessionsClient::new(channel);
+            if let Ok(r) = sessions
+                .list_sessions(pb::ListSessionsRequest::default())
+                .await
+            {
+                let list = r.into_inner().sessions;
+                if let Some(s) = list.first()
+                    && s.state != pb::SessionState::Open as i32
+                {
+                    break s.clone();
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the resumed session did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+    assert_eq!(
+        session.state,
+        pb::SessionState::Converged as i32,
+        "{session:?}"
+    );
+    let stored = device.stored();
+    assert!(
+        stored.contains(&1),
+        "the FID acquired while the daemon was down was stored: {stored:?}"
+    );
+    assert_stored(&data, &session.id, id, &stored);
 }

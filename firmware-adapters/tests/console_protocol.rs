@@ -878,3 +878,67 @@ proptest! {
         prop_assert!(host.poll_timeout().is_some());
     }
 }
+
+#[test]
+fn restarted_host_gets_unconfirmed_fids_again() {
+    let mut sim = Sim::new(6, Faults::default());
+    sim.connect();
+    sim.upload(1, &waveform(300, 50.0));
+    sim.play_and_wait(1, 20);
+    sim.play_and_wait(1, 21);
+    let now = sim.t;
+    sim.host.fid_stored(20, now).unwrap();
+    assert!(sim.run_until(Duration::from_secs(1), |s| s.device.retained_fids() == [21]));
+    // The daemon crashes before storing FID 21 and starts again with a fresh session.
+    let mut config = host_config();
+    config.nonce_seed = 5000;
+    sim.host = HostSession::new(config, sim.t);
+    sim.host_events.clear();
+    sim.connect();
+    assert!(sim.run_until(Duration::from_secs(2), |s| !s.fids().is_empty()));
+    run_quiet(&mut sim);
+    let fids = sim.fids();
+    assert_eq!(fids.len(), 1, "only the unconfirmed FID is re-sent");
+    check_fid(fids[0], 1, 21);
+    // The device kept its waveform across the host restart.
+    assert!(sim.device.waveform(1).is_some());
+}
+
+fn run_quiet(sim: &mut Sim) {
+    sim.run_for(Duration::from_millis(300));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Under random drop, corruption, duplication and delay (up to 8 % each), every FID of a
+    /// session is delivered exactly once and matches what the device acquired.
+    #[test]
+    fn random_faults_lose_and_duplicate_nothing(
+        seed in any::<u64>(),
+        drop in 0.0f64..0.08,
+        corrupt in 0.0f64..0.08,
+        duplicate in 0.0f64..0.08,
+        max_delay_ms in 0u64..5,
+        len in 1usize..2000,
+    ) {
+        let mut sim = Sim::new(seed, Faults { drop, corrupt, duplicate, max_delay_ms });
+        sim.connect();
+        let samples = waveform(len, 500.0);
+        prop_assert_eq!(sim.upload(2, &samples), HostEvent::WaveformCommitted { waveform_id: 2 });
+        for acq in 0..3 {
+            sim.play_and_wait(2, acq);
+        }
+        let now = sim.t;
+        for acq in 0..3 {
+            sim.host.fid_stored(acq, now).unwrap();
+        }
+        prop_assert!(sim.run_until(Duration::from_secs(10), |s| s.device.retained_fids().is_empty()));
+        let fids = sim.fids();
+        prop_assert_eq!(fids.len(), 3);
+        for (f, acq) in fids.iter().zip(0..3) {
+            check_fid(f, 2, acq);
+        }
+        prop_assert_eq!(sim.device.waveform(2).unwrap().to_vec(), samples);
+    }
+}

@@ -262,6 +262,21 @@ fn example_config_parses() {
     assert_eq!(c.socket_mode, 0o660);
     assert_eq!(c.unix_socket, Path::new("/run/spinloopd/spinloopd.sock"));
     assert_eq!(c.data_dir, Path::new("/var/lib/spinloop"));
+    assert!(c.serial_consoles.is_empty());
+    // The commented serial-console examples are valid configuration.
+    let start = text.find("# [[serial_console]]").expect("serial example");
+    let uncommented: String = text[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with('[') || l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = ConfigFile::from_toml(&uncommented, "serial example").unwrap();
+    let c = file
+        .resolve_with(Some("/var/lib/spinloop".as_ref()), None)
+        .unwrap();
+    assert_eq!(c.serial_consoles.len(), 2);
+    assert_eq!(c.serial_consoles[1].f0_hz, Some(500.13e6));
 }
 
 #[test]

@@ -1,17 +1,25 @@
-//! Sans-IO framing core of spinloop's console firmware protocol.
+//! spinloop's console firmware protocol: framing, link layer, application sessions and a
+//! serial transport.
 //!
 //! Consoles and RF hardware that are reached over a serial port speak this protocol with the
-//! spinloop daemon. This crate currently implements its bottom layer, framing: turning frames
-//! into bytes and a byte stream back into frames, with integrity checks and resynchronisation.
-//! It does no I/O; the caller moves bytes between a port and [`Frame::encode`] /
-//! [`Decoder`]. The link layer, [`link`], builds on it: a sans-IO ARQ state machine
-//! ([`link::Link`]) with sequence numbers, ACK/NAK, retransmission with a timeout and bounded
-//! retries, duplicate detection and heartbeats; its semantics are specified in its module
-//! documentation. The application messages (waveform upload, play, FID transfer) build on that:
-//! [`app`] implements the payload layouts specified below, and [`session`] the sans-IO
-//! [`HostSession`] (daemon) and [`DeviceSession`] (firmware / simulated console) that run the
-//! protocol over a [`link::Link`]. [`serial`] runs those sessions over real serial ports
-//! ([`serial::HostDriver`], [`serial::DeviceDriver`]) with unplug detection and reopen.
+//! spinloop daemon. The layers, bottom up:
+//!
+//! * **Framing** ([`frame`], [`cobs`], [`crc32c`](mod@crc32c)): turning frames into bytes and a
+//!   byte stream back into frames ([`Frame::encode`], [`Decoder`]), with integrity checks and
+//!   resynchronisation.
+//! * **Link** ([`link`]): a sans-IO ARQ state machine ([`link::Link`]) with sequence numbers,
+//!   ACK/NAK, retransmission with a timeout and bounded retries, duplicate detection and
+//!   heartbeats; its semantics are specified in its module documentation.
+//! * **Application** ([`app`]): the payload layouts of every frame type, specified below, with
+//!   validating decoders.
+//! * **Sessions** ([`session`]): the sans-IO [`HostSession`] (daemon) and [`DeviceSession`]
+//!   (firmware, simulated consoles) that run the protocol — `HELLO`, waveform upload, `PLAY`,
+//!   FID transfer, FID retention until `FID_STORED`, reconnect — over a [`link::Link`].
+//! * **Serial transport** ([`serial`]): [`serial::HostDriver`] and [`serial::DeviceDriver`]
+//!   run those sessions over real serial ports on a thread, with unplug detection and reopen.
+//!
+//! Everything but [`serial`] is sans-IO: no clocks, no threads, no I/O; the caller feeds bytes
+//! and `Instant`s.
 //!
 //! # Wire format (protocol version 1)
 //!

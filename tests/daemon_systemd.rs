@@ -36,18 +36,9 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn have_systemd_analyze() -> bool {
-    Command::new("systemd-analyze")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn unit_verifies_and_is_hardened() {
-    if !have_systemd_analyze() {
+    if !have("systemd-analyze") {
         eprintln!("SKIPPED: systemd-analyze is not installed; the unit file was not checked");
         return;
     }

@@ -435,69 +435,70 @@ async fn daemon_with(
     start_in_process(config).await.expect("daemon")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_converges_over_a_corrupting_firmware_link() {
-    let dir = Dir::new("corrupt");
-    let id = "serial-3t-a";
-    let (device_master, device_slave) = TTYPort::pair().expect("pty");
-    let mut device_slave = device_slave;
+/// What a session through a relayed firmware link left behind.
+struct Relayed {
+    dir: Dir,
+    session: pb::Session,
+    device: Device,
+    mangled: u64,
+    unplugged: u64,
+}
+
+/// The demo session on a firmware device behind a relay with `fault`, to its end; the daemon
+/// is shut down and the device has had time to get the last `FID_STORED`.
+async fn relayed_session(name: &str, id: &str, fault: Fault) -> Relayed {
+    let dir = Dir::new(name);
+    let (device_master, mut device_slave) = TTYPort::pair().expect("pty");
     device_slave
         .set_timeout(Duration::from_millis(2))
         .expect("timeout");
     let device = Device::start(id, Box::new(device_slave));
-    let relay = Relay::start(dir.link(), device_master, Fault::Corrupt(1500));
+    let relay = Relay::start(dir.link(), device_master, fault);
     let daemon = daemon_with(
         &dir,
         vec![serial_config(id, &dir.link(), SerialProtocol::Firmware)],
     )
     .await;
-    let s = run_session(&daemon.socket, id).await;
-    assert_eq!(s.state, pb::SessionState::Converged as i32, "{s:?}");
-    assert!((b1_of(&s) - 0.8).abs() < 0.01, "{s:?}");
-    // Give the last FID_STORED time to reach the device.
+    let session = run_session(&daemon.socket, id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mangled = relay.mangled.load(Ordering::Relaxed);
+    let (mangled, unplugged) = (
+        relay.mangled.load(Ordering::Relaxed),
+        relay.unplugged.load(Ordering::Relaxed),
+    );
     drop(relay);
     daemon.shutdown();
     daemon.join().await.expect("join");
-    assert!(mangled > 0, "the relay corrupted no bytes");
-    assert_stored(&dir.0.join("data"), &s.id, id, &device.stored());
+    Relayed {
+        dir,
+        session,
+        device,
+        mangled,
+        unplugged,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_converges_over_a_corrupting_firmware_link() {
+    let id = "serial-3t-a";
+    let r = relayed_session("corrupt", id, Fault::Corrupt(1500)).await;
+    let s = &r.session;
+    assert_eq!(s.state, pb::SessionState::Converged as i32, "{s:?}");
+    assert!((b1_of(s) - 0.8).abs() < 0.01, "{s:?}");
+    assert!(r.mangled > 0, "the relay corrupted no bytes");
+    assert_stored(&r.dir.0.join("data"), &s.id, id, &r.device.stored());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplug_mid_upload_then_replug_and_the_session_converges() {
-    let dir = Dir::new("unplug");
     let id = "serial-3t-b";
-    let (device_master, device_slave) = TTYPort::pair().expect("pty");
-    let mut device_slave = device_slave;
-    device_slave
-        .set_timeout(Duration::from_millis(2))
-        .expect("timeout");
-    let device = Device::start(id, Box::new(device_slave));
-    let relay = Relay::start(
-        dir.link(),
-        device_master,
-        Fault::UnplugMidUpload(Duration::from_millis(400)),
-    );
-    let daemon = daemon_with(
-        &dir,
-        vec![serial_config(id, &dir.link(), SerialProtocol::Firmware)],
-    )
-    .await;
-    let s = run_session(&daemon.socket, id).await;
+    let fault = Fault::UnplugMidUpload(Duration::from_millis(400));
+    let r = relayed_session("unplug", id, fault).await;
+    let s = &r.session;
     assert_eq!(s.state, pb::SessionState::Converged as i32, "{s:?}");
-    assert!((b1_of(&s) - 0.8).abs() < 0.01, "{s:?}");
-    assert_eq!(
-        relay.unplugged.load(Ordering::Relaxed),
-        1,
-        "the cable was never pulled"
-    );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(relay);
-    daemon.shutdown();
-    daemon.join().await.expect("join");
-    assert_stored(&dir.0.join("data"), &s.id, id, &device.stored());
-    assert!(device.plays.load(Ordering::Relaxed) >= 1);
+    assert!((b1_of(s) - 0.8).abs() < 0.01, "{s:?}");
+    assert_eq!(r.unplugged, 1, "the cable was never pulled");
+    assert_stored(&r.dir.0.join("data"), &s.id, id, &r.device.stored());
+    assert!(r.device.plays.load(Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

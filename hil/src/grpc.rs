@@ -202,6 +202,11 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
             }
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            "connected to {addr} as {} (retrying {} pending acquisitions)",
+            profile.id,
+            pending.len()
+        );
         last_ok = Instant::now();
         // A pause lasts until the next connection.
         let mut paused = false;
@@ -225,8 +230,14 @@ pub async fn run_console<P: ConsolePhysics + 'static>(
             match msg.msg {
                 Some(pb::daemon_message::Msg::Waveform(w)) => {
                     stats.waveforms.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "waveform {} ({} acquisitions{}{})",
+                        w.waveform_id,
+                        w.acquisitions.max(1),
+                        if w.probe { ", probe" } else { "" },
+                        if paused { ", ignored: paused" } else { "" }
+                    );
                     if paused {
-                        tracing::info!("paused: ignoring waveform {}", w.waveform_id);
                         continue;
                     }
                     for _ in 0..w.acquisitions.max(1) {

@@ -168,6 +168,8 @@ pub struct FitRow {
     pub b1: (f64, f64),
     /// Fitted B0 offset (Hz) and its standard error.
     pub b0_hz: (f64, f64),
+    /// True B0 (Hz) at the fit's last acquisition.
+    pub true_b0_hz: f64,
 }
 
 /// One tolerance check.
@@ -242,11 +244,17 @@ impl Report {
             self.waveforms,
             self.designs
         ));
-        line("  fits (acquisitions used: B1 scale, B0 Hz):".into());
+        line("  fits vs hidden truth (acquisitions used: B1 scale, B0 Hz):".into());
         for f in &self.fits {
             line(format!(
-                "    {:>2}: B1 {:.5} ± {:.1e}  B0 {:+.3} ± {:.1e} Hz",
-                f.acquisitions, f.b1.0, f.b1.1, f.b0_hz.0, f.b0_hz.1
+                "    {:>2}: B1 {:.5} ± {:.1e} ({:+.2} %)  B0 {:+.3} ± {:.1e} Hz ({:+.3} Hz)",
+                f.acquisitions,
+                f.b1.0,
+                f.b1.1,
+                100.0 * (f.b1.0 - self.true_b1) / self.true_b1,
+                f.b0_hz.0,
+                f.b0_hz.1,
+                f.b0_hz.0 - f.true_b0_hz
             ));
         }
         line(format!(
@@ -352,6 +360,7 @@ fn fit_row(f: &pb::FitEvent) -> FitRow {
         acquisitions: f.acquisitions_used,
         b1: get("b1_scale"),
         b0_hz: get("b0_offset_hz"),
+        true_b0_hz: f64::NAN,
     }
 }
 
@@ -615,6 +624,10 @@ async fn score(
     .await
     .map_err(|e| HilError::Link(format!("evaluation task: {e}")))??;
     let state = seen.final_kind.clone().unwrap_or_else(|| "open".into());
+    let mut fits = seen.fits;
+    for f in &mut fits {
+        f.true_b0_hz = truth.b0_at(f64::from(f.acquisitions.saturating_sub(1)) * tr);
+    }
     let mut r = Report {
         scenario: scenario.name.clone(),
         session_id,
@@ -622,7 +635,7 @@ async fn score(
         acquisitions: s.acquisitions,
         waveforms: s.waveforms,
         designs,
-        fits: seen.fits,
+        fits,
         true_b1: truth.b1_scale,
         true_b0_hz: truth.b0_at(t_last),
         fitted_b1: param("b1_scale"),

@@ -894,7 +894,8 @@ pub fn group_delay_from_acqus(acqus: &Acqus) -> Result<f64, PhysicsError> {
 /// X_k·e^{+2πi·G·k/N} with the signed frequency index k → inverse FFT; for integral G, the
 /// exact shift s\[G..\]) and drops the ⌊G⌋ trailing points that came from the wrapped filter
 /// rise, so the result has N − ⌊G⌋ points. See the module doc for why this differs from
-/// nmrglue's default. `group_delay` must be finite, ≥ 0 and leave at least one point.
+/// nmrglue's default. `group_delay` must be finite, ≥ 0 and leave at least one point; values
+/// so large that the FFT overflows (|value|·N beyond the f64 range) are an error.
 pub fn remove_digital_filter(fid: &[C64], group_delay: f64) -> Result<Vec<C64>, PhysicsError> {
     let n = fid.len();
     if n == 0 {
@@ -935,6 +936,21 @@ pub fn remove_digital_filter(fid: &[C64], group_delay: f64) -> Result<Vec<C64>, 
     }
     planner.plan_fft_inverse(n).process(&mut buf);
     buf.truncate(n - whole);
+    // Finite values near f64::MAX overflow in the FFT's sums (found by fuzzing, regression
+    // `tests/fuzz/regressions/bruker_fid/`): an error, not a FID of infinities and NaNs.
+    if let Some(m) = buf
+        .iter()
+        .position(|z| !(z.re.is_finite() && z.im.is_finite()))
+    {
+        return Err(PhysicsError::invalid(
+            "fid",
+            format!("{n} points"),
+            format!(
+                "values too large for the digital-filter correction: point {m} overflows \
+                 (the FFT sums the points; keep them far below 1e308)"
+            ),
+        ));
+    }
     Ok(buf)
 }
 

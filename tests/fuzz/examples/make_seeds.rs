@@ -1,5 +1,6 @@
 //! Writes the seed corpora under `tests/fuzz/corpus/<target>/seed-*` from spinloop's own
-//! writers (NIfTI-MRS, Bruker acqus/fid/ser and shape files, firmware frames), so the fuzzers
+//! writers (NIfTI-MRS, Bruker acqus/fid/ser and shape files, firmware frames; SCPI responses
+//! as an instrument sends them), so the fuzzers
 //! start from valid inputs. Deterministic; run from anywhere with
 //! `cargo run --manifest-path tests/fuzz/Cargo.toml --example make_seeds` (stable Rust, no
 //! fuzzing flags needed). Existing `seed-*` files are overwritten.
@@ -189,7 +190,34 @@ fn shape_seeds() {
     }
 }
 
+/// `scpi_response` inputs: a kind selector (index into the target's `KINDS`), then the bytes.
+fn scpi_seeds() {
+    let seeds: [(&str, u8, &[u8]); 7] = [
+        ("integer", 0, b"+1234\n"),
+        ("number", 1, b"-2.50000E-03\r\n"),
+        ("quoted", 2, b"\"say \"\"hi\"\"\"\n"),
+        (
+            "idn",
+            4,
+            b"Keysight Technologies,33522B,MY12345678,4.00-1.19-2.00-58-00\n",
+        ),
+        (
+            "syst-err",
+            5,
+            b"-113,\"Undefined header\"\n0,\"No error\"\n",
+        ),
+        ("opc", 6, b"1\n"),
+        ("block", 7, b"#18\x01\x00\xff\x7f\n\x00\x80\x00\n"),
+    ];
+    for (name, kind, bytes) in seeds {
+        let mut input = vec![kind];
+        input.extend_from_slice(bytes);
+        put("scpi_response", name, &input);
+    }
+}
+
 fn main() {
+    scpi_seeds();
     firmware_seeds();
     nifti_seeds();
     bruker_seeds();

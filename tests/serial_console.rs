@@ -55,9 +55,17 @@ impl Drop for Dir {
     }
 }
 
+/// A pty pair whose master is close-on-exec: `TTYPort::pair` opens it without, and a
+/// process spawned meanwhile (the kill -9 test's daemon) would keep the line up after an
+/// unplug.
+fn pty_pair() -> (TTYPort, TTYPort) {
+    let (master, slave) = TTYPort::pair().expect("pty pair");
+    (master.try_clone_native().expect("dup pty"), slave)
+}
+
 /// A new pty pair with the symlink pointing at its slave; returns the master.
 fn plug(link: &Path) -> TTYPort {
-    let (mut master, slave) = TTYPort::pair().expect("pty pair");
+    let (mut master, slave) = pty_pair();
     let name = slave.name().expect("pty name");
     drop(slave);
     master
@@ -448,7 +456,7 @@ struct Relayed {
 /// is shut down and the device has had time to get the last `FID_STORED`.
 async fn relayed_session(name: &str, id: &str, fault: Fault) -> Relayed {
     let dir = Dir::new(name);
-    let (device_master, mut device_slave) = TTYPort::pair().expect("pty");
+    let (device_master, mut device_slave) = pty_pair();
     device_slave
         .set_timeout(Duration::from_millis(2))
         .expect("timeout");

@@ -10,6 +10,8 @@
 //! - [`grpc`] — the transport: a [`ConsolePhysics`] speaking the daemon's `Console` gRPC
 //!   protocol, with reconnects and retries (a serial firmware transport can wrap the same
 //!   trait later).
+//! - [`serial`] — the other transport: a [`ConsolePhysics`] behind the firmware protocol on a
+//!   pseudo-terminal, which the daemon opens as a `[[serial_console]]`.
 //! - [`scenario`] — scenario files (TOML).
 //! - [`evaluate`] — objectives under the true hardware, the oracle pulse, ratios.
 //! - [`run`] — a whole scenario against a daemon: console, session, report, verdict.
@@ -21,6 +23,7 @@ pub mod grpc;
 pub mod hardware;
 pub mod run;
 pub mod scenario;
+pub mod serial;
 
 pub use console::{ConsoleKind, ConsolePhysics, Phantom, SimulatedConsole};
 pub use hardware::HiddenTruth;

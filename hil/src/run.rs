@@ -45,7 +45,8 @@ pub struct ChildDaemon {
 
 impl ChildDaemon {
     /// Starts `binary` with `--data-dir DIR/data --socket DIR/spinloopd.sock` and waits (up
-    /// to 30 s) until the socket accepts connections. `keep` leaves `dir` in place on drop.
+    /// to 30 s) until the socket accepts connections. Its log filter is `warn`, or
+    /// `$HIL_DAEMON_LOG` when set (e.g. `info` to follow the daemon in a failing test). `keep` leaves `dir` in place on drop.
     pub fn spawn(binary: &Path, dir: &Path, keep: bool) -> Result<ChildDaemon, HilError> {
         ChildDaemon::spawn_with(binary, dir, keep, &[])
     }
@@ -70,7 +71,10 @@ impl ChildDaemon {
             .arg("--socket")
             .arg(&socket)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("HIL_DAEMON_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -86,3 +86,31 @@ fn the_loop_closes_over_a_serial_console_with_a_cable_pull() {
         r["acquisitions"], r["fitted_b1"], r["closed_ratio"]
     );
 }
+
+/// `spinloop-hil run --serial`: the child daemon opens the console's pty itself.
+#[test]
+fn spinloop_hil_run_over_serial() {
+    let dir = temp_dir("serial-cli");
+    let file = dir.join("s.toml");
+    std::fs::write(&file, light_scenario("serial-cli", 0.75, 12.0, 9)).expect("scenario");
+    let log = dir.join("stderr.log");
+    let mut run = Proc::spawn(
+        hil()
+            .arg("run")
+            .arg(&file)
+            .arg("--serial")
+            .arg("--json")
+            .arg("--spinloopd")
+            .arg(spinloopd()),
+        &log,
+    );
+    let out = run.wait(Duration::from_secs(90));
+    let r = report(&out, &log);
+    assert!(
+        out.status.success(),
+        "tolerances missed: {}\n{}",
+        r["checks"],
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(r["state"], "converged");
+}

@@ -2,11 +2,14 @@
 //! hardware truth against a real `spinloopd` — and says how the closed loop converged.
 //!
 //! - `spinloop-hil list [--dir DIR]` — the scenarios.
-//! - `spinloop-hil run SCENARIO [--daemon unix:PATH|tcp:ADDR] [--external-console] [--json]`
-//!   — without `--daemon`, starts `spinloopd` as a child process on a temporary state dir.
+//! - `spinloop-hil run SCENARIO [--daemon unix:PATH|tcp:ADDR] [--external-console] [--json]
+//!   [--serial]` — without `--daemon`, starts `spinloopd` as a child process on a temporary
+//!   state dir; with `--serial` the console reaches it over a pseudo-terminal with the firmware
+//!   protocol (a `[[serial_console]]` of the child daemon) instead of gRPC.
 //!   Exit 0 if every tolerance of the scenario holds, 1 if one is missed, 2 on an error.
 //! - `spinloop-hil console SCENARIO --daemon ADDR [--ack-log FILE] [--start-index N]` — only
-//!   the simulated console (until killed, or the daemon is gone for `--reconnect-for-s`).
+//!   the simulated console (until killed, or the daemon is gone for `--reconnect-for-s`);
+//!   `--serial LINK` serves it on a pty instead and prints the daemon's `[[serial_console]]`.
 //!
 //! SCENARIO is a file, or the name of one in the crate's `scenarios/` directory.
 
@@ -20,6 +23,7 @@ use spinloop_hil::Scenario;
 use spinloop_hil::grpc::{DaemonAddr, LinkOptions, LinkStats, run_console};
 use spinloop_hil::run::{ChildDaemon, RunOptions, find_spinloopd, run_scenario};
 use spinloop_hil::scenario::{builtin_dir, list};
+use spinloop_hil::serial::SerialConsole;
 
 #[derive(Parser)]
 #[command(
@@ -63,14 +67,23 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout_s: u64,
+        /// Connect the console over a pseudo-terminal with the firmware protocol (the child
+        /// daemon opens it as a `[[serial_console]]`) instead of gRPC.
+        #[arg(long, conflicts_with_all = ["daemon", "external_console"])]
+        serial: bool,
     },
-    /// Run only the scenario's simulated console against a daemon.
+    /// Run only the scenario's simulated console: against a daemon over gRPC (`--daemon`), or
+    /// on a pseudo-terminal with the firmware protocol (`--serial LINK`: LINK becomes a symlink
+    /// to the pty's device; the `[[serial_console]]` table a daemon needs is printed).
     Console {
         /// Scenario file or built-in name.
         scenario: String,
         /// The daemon (`unix:PATH` or `tcp:HOST:PORT`).
-        #[arg(long)]
-        daemon: String,
+        #[arg(long, required_unless_present = "serial")]
+        daemon: Option<String>,
+        /// Serve on a pty whose device LINK points at, until interrupted.
+        #[arg(long, conflicts_with = "daemon")]
+        serial: Option<PathBuf>,
         /// Append a JSON line per ack to this file.
         #[arg(long)]
         ack_log: Option<PathBuf>,
@@ -145,14 +158,36 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Console {
             scenario,
             daemon,
+            serial,
             ack_log,
             start_index,
             reconnect_for_s,
             pause_after,
         } => {
             let s = load(&scenario)?;
-            let addr: DaemonAddr = daemon.parse().context("--daemon")?;
             let physics = s.console().context("building the simulated console")?;
+            if let Some(link) = serial {
+                let segment_dt = physics.dt();
+                let console = SerialConsole::start(physics, segment_dt, &link)
+                    .with_context(|| format!("serving on {}", link.display()))?;
+                let table = spinloop::daemon::config::ConfigFile {
+                    serial_consoles: vec![console.config()],
+                    ..Default::default()
+                };
+                println!("{}", toml::to_string(&table).context("the config table")?);
+                eprintln!(
+                    "console {} on {} (firmware protocol); Ctrl-C ends it",
+                    s.console_id(),
+                    link.display()
+                );
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            let Some(daemon) = daemon else {
+                bail!("--daemon or --serial is required");
+            };
+            let addr: DaemonAddr = daemon.parse().context("--daemon")?;
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             let stats = Arc::new(LinkStats::default());
             let options = LinkOptions {
@@ -176,10 +211,12 @@ fn real_main(cli: Cli) -> Result<i32> {
             external_console,
             json,
             timeout_s,
+            serial,
         } => {
             let s = load(&scenario)?;
             let rt = tokio::runtime::Runtime::new().context("tokio runtime")?;
             let _child;
+            let mut _serial_console = None;
             let addr = match daemon {
                 Some(d) => d.parse::<DaemonAddr>().context("--daemon")?,
                 None => {
@@ -198,8 +235,37 @@ fn real_main(cli: Cli) -> Result<i32> {
                             std::process::id()
                         ))
                     });
-                    let d = ChildDaemon::spawn(&bin, &dir, keep)
+                    let link = dir.join(format!("tty-{}", s.console_id()));
+                    let mut extra = Vec::new();
+                    if serial {
+                        std::fs::create_dir_all(&dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                        let table = spinloop::daemon::config::ConfigFile {
+                            serial_consoles: vec![SerialConsole::config_for(&s.profile(), &link)],
+                            ..Default::default()
+                        };
+                        let path = dir.join("spinloopd.toml");
+                        std::fs::write(&path, toml::to_string(&table).context("config")?)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        extra = vec!["--config".to_string(), path.to_string_lossy().into_owned()];
+                    }
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    let d = ChildDaemon::spawn_with(&bin, &dir, keep, &extra)
                         .with_context(|| format!("starting {}", bin.display()))?;
+                    if serial {
+                        // After the daemon (which keeps trying the path until it exists), so
+                        // the daemon inherits nothing of the pty.
+                        let physics = s.console().context("building the simulated console")?;
+                        let segment_dt = physics.dt();
+                        _serial_console = Some(
+                            SerialConsole::start(physics, segment_dt, &link)
+                                .with_context(|| format!("serving on {}", link.display()))?,
+                        );
+                        eprintln!(
+                            "simulated console on {} (firmware protocol)",
+                            link.display()
+                        );
+                    }
                     eprintln!(
                         "spinloopd (child): {}; state in {}",
                         d.addr(),
@@ -211,7 +277,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
             };
             let options = RunOptions {
-                external_console,
+                external_console: external_console || serial,
                 timeout: Duration::from_secs(timeout_s),
             };
             let t0 = std::time::Instant::now();

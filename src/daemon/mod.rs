@@ -14,9 +14,9 @@ pub mod export;
 pub mod notify;
 pub mod pb;
 pub mod runner;
+pub mod serial;
 pub mod server;
 pub mod sessions;
-pub mod serial;
 pub mod sim_link;
 pub mod tls;
 

@@ -1,6 +1,7 @@
 //! The adapter for SCPI instruments on a serial port: a thread that owns the port and a
 //! sans-IO `spinloop_scpi::AwgClient`, reopens the port after an unplug, and translates the
-//! client's events into [`AdapterEvent`]s. A played acquisition is fetched at once; until the
+//! client's events into [`AdapterEvent`]s. The dialogue has no averaging: a play asking for
+//! more than one average is refused (reported as a device error), never played once. A played acquisition is fetched at once; until the
 //! bridge reports it stored it is fetched again after every reconnect (the instrument keeps
 //! FIDs by acquisition id), so an FID caught in a disconnect is not lost.
 
@@ -178,8 +179,17 @@ fn serve(
                 AdapterCommand::Play {
                     waveform,
                     acquisition,
-                    ..
+                    averages,
                 } => {
+                    if averages != 1 {
+                        // The dialogue has no averaging; playing once would store an FID that
+                        // claims averages it does not have.
+                        let _ = events.send(AdapterEvent::DeviceError(format!(
+                            "acquisition {acquisition} asks for {averages} averages; a SCPI \
+                             console plays single transients (set the session's averages to 1)"
+                        )));
+                        continue;
+                    }
                     if let Err(e) = client.play(u64::from(waveform), u64::from(acquisition), now) {
                         let _ = events.send(AdapterEvent::DeviceError(format!(
                             "play of acquisition {acquisition} refused: {e}"

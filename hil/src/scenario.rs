@@ -328,75 +328,8 @@ impl Scenario {
     }
 }
 
-/// spinloop's `SessionSpec` as the gRPC message (the inverse of the daemon's `spec_from_pb`
-/// for the structured fields).
-pub fn spec_to_pb(s: &SessionSpec) -> pb::SessionSpec {
-    let seq = s.sequence.as_ref().map(|q| pb::Sequence {
-        kind: q.kind.clone(),
-        te_ms: q.te_ms.unwrap_or(0.0),
-        te1_ms: q.te1_ms.unwrap_or(0.0),
-        te2_ms: q.te2_ms.unwrap_or(0.0),
-        tm_ms: q.tm_ms.unwrap_or(0.0),
-        pulses: q.pulses.clone().unwrap_or_default(),
-        grid_points: q
-            .grid_points
-            .map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)),
-    });
-    let pulse = s.pulse.as_ref().map(|p| pb::Pulse {
-        segments: u32::try_from(p.segments).unwrap_or(u32::MAX),
-        dt_s: p.dt_s,
-        parameterization: p.parameterization.clone().unwrap_or_default(),
-        sine_terms: p
-            .sine_terms
-            .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
-        fixed_edges: u32::try_from(p.fixed_edges).unwrap_or(u32::MAX),
-    });
-    pb::SessionSpec {
-        console_id: s.console_id.clone(),
-        problem_toml: s.problem_toml.clone().unwrap_or_default(),
-        targets: s.targets.clone(),
-        concentrations: s.concentrations.clone(),
-        objective: s
-            .objective
-            .iter()
-            .map(|o| pb::ObjectivePart {
-                kind: o.kind.clone(),
-                metabolite: o.metabolite.clone(),
-                window_lo_ppm: o.window_ppm.map_or(0.0, |w| w.0),
-                window_hi_ppm: o.window_ppm.map_or(0.0, |w| w.1),
-                weight: o.weight.unwrap_or(1.0),
-                above: o.above,
-                a: o.a.clone(),
-                b: o.b.clone(),
-            })
-            .collect(),
-        sequence: seq,
-        pulse,
-        constraints: Some(pb::Constraints {
-            peak_b1_hz: s.constraints.peak_b1_hz.unwrap_or(0.0),
-            energy_weight: s.constraints.energy_weight,
-            smoothness_weight: s.constraints.smoothness_weight,
-        }),
-        ensemble: Some(pb::Ensemble {
-            b1: s.ensemble.b1.clone(),
-            b0_hz: s.ensemble.b0_hz.clone(),
-        }),
-        budget: Some(pb::Budget {
-            max_acquisitions: s.budget.max_acquisitions,
-            max_rounds: s.budget.max_rounds,
-            optimizer_iterations: s.budget.optimizer_iterations,
-            acquisitions_per_round: s.budget.acquisitions_per_round,
-            averages: s.budget.averages,
-        }),
-        convergence: Some(pb::Convergence {
-            objective_tolerance: s.convergence.objective_tolerance,
-            probe_b1_sigma: s.convergence.probe_b1_sigma,
-        }),
-        carrier_ppm: s.carrier_ppm.unwrap_or(0.0),
-        linewidth_hz: s.linewidth_hz.unwrap_or(0.0),
-        label: s.label.clone(),
-    }
-}
+/// spinloop's `SessionSpec` as the gRPC message: the daemon's own inverse of `spec_from_pb`.
+pub use spinloop::daemon::sessions::spec_to_pb;
 
 /// The scenario files of a directory (`*.toml`), sorted by name.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>, HilError> {
@@ -477,10 +410,8 @@ window_ppm = [1.9, 2.1]
         );
         let s = Scenario::from_toml(&text, "t.toml").expect("valid");
         let back = spinloop::daemon::sessions::spec_from_pb(s.session_pb()).expect("daemon side");
-        let mut want = s.session_spec();
-        // The daemon fills the objective weight's default.
-        want.objective[0].weight = Some(1.0);
-        assert_eq!(back, want);
+        // The exact inverse: unset optional fields stay unset.
+        assert_eq!(back, s.session_spec());
     }
 
     #[test]

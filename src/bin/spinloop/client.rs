@@ -371,69 +371,7 @@ pub async fn sessions(conn: Connection, cmd: SessionsCmd) -> Result<()> {
 /// turned into the request message.
 fn spec_from_json(text: &str) -> Result<pb::SessionSpec> {
     let s: spinloop::control::SessionSpec = serde_json::from_str(text)?;
-    Ok(pb::SessionSpec {
-        console_id: s.console_id,
-        problem_toml: s.problem_toml.unwrap_or_default(),
-        targets: s.targets,
-        concentrations: s.concentrations,
-        objective: s
-            .objective
-            .into_iter()
-            .map(|o| pb::ObjectivePart {
-                kind: o.kind,
-                metabolite: o.metabolite,
-                window_lo_ppm: o.window_ppm.map_or(0.0, |w| w.0),
-                window_hi_ppm: o.window_ppm.map_or(0.0, |w| w.1),
-                weight: o.weight.unwrap_or(0.0),
-                above: o.above,
-                a: o.a,
-                b: o.b,
-            })
-            .collect(),
-        sequence: s.sequence.map(|q| pb::Sequence {
-            kind: q.kind,
-            te_ms: q.te_ms.unwrap_or(0.0),
-            te1_ms: q.te1_ms.unwrap_or(0.0),
-            te2_ms: q.te2_ms.unwrap_or(0.0),
-            tm_ms: q.tm_ms.unwrap_or(0.0),
-            pulses: q.pulses.unwrap_or_default(),
-            grid_points: q
-                .grid_points
-                .map_or(0, |g| u32::try_from(g).unwrap_or(u32::MAX)),
-        }),
-        pulse: s.pulse.map(|p| pb::Pulse {
-            segments: u32::try_from(p.segments).unwrap_or(u32::MAX),
-            dt_s: p.dt_s,
-            parameterization: p.parameterization.unwrap_or_default(),
-            sine_terms: p
-                .sine_terms
-                .map_or(0, |t| u32::try_from(t).unwrap_or(u32::MAX)),
-            fixed_edges: u32::try_from(p.fixed_edges).unwrap_or(u32::MAX),
-        }),
-        constraints: Some(pb::Constraints {
-            peak_b1_hz: s.constraints.peak_b1_hz.unwrap_or(0.0),
-            energy_weight: s.constraints.energy_weight,
-            smoothness_weight: s.constraints.smoothness_weight,
-        }),
-        ensemble: Some(pb::Ensemble {
-            b1: s.ensemble.b1,
-            b0_hz: s.ensemble.b0_hz,
-        }),
-        budget: Some(pb::Budget {
-            max_acquisitions: s.budget.max_acquisitions,
-            max_rounds: s.budget.max_rounds,
-            optimizer_iterations: s.budget.optimizer_iterations,
-            acquisitions_per_round: s.budget.acquisitions_per_round,
-            averages: s.budget.averages,
-        }),
-        convergence: Some(pb::Convergence {
-            objective_tolerance: s.convergence.objective_tolerance,
-            probe_b1_sigma: s.convergence.probe_b1_sigma,
-        }),
-        carrier_ppm: s.carrier_ppm.unwrap_or(0.0),
-        linewidth_hz: s.linewidth_hz.unwrap_or(0.0),
-        label: s.label,
-    })
+    Ok(spinloop::daemon::sessions::spec_to_pb(&s))
 }
 
 /// Writes a session's export under `out`; returns the number of files.

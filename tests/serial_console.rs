@@ -317,6 +317,9 @@ impl Relay {
                         if cut {
                             armed = false;
                             u.fetch_add(1, Ordering::Relaxed);
+                            // The device name goes with the device (as udev removes
+                            // /dev/serial/by-id links): no stale link to a reused pty number.
+                            let _ = std::fs::remove_file(&link);
                             drop(host);
                             if let Fault::UnplugMidUpload(pause) = fault {
                                 thread::sleep(pause);
@@ -570,6 +573,7 @@ async fn session_converges_through_a_scpi_instrument_despite_a_cable_pull() {
             // its waveforms and FIDs, as a real one would.
             if !p2.load(Ordering::Relaxed) && played2.load(Ordering::Relaxed) >= 1 {
                 p2.store(true, Ordering::Relaxed);
+                let _ = std::fs::remove_file(&link);
                 drop(master);
                 thread::sleep(Duration::from_millis(300));
                 master = plug(&link);

@@ -5,8 +5,9 @@
 //!
 //! The device states the profile in its HELLO (f0, RF raster, acquisition, B1 limit), answers
 //! every `PLAY` with the physics' FID, retains FIDs until the daemon confirms them stored and
-//! re-sends them after a reconnect. [`SerialConsole::unplug`] closes the pty (the daemon sees
-//! the cable pulled); [`SerialConsole::replug`] makes a new pty pair, re-points the symlink and
+//! re-sends them after a reconnect. [`SerialConsole::unplug`] removes the symlink and closes the
+//! pty (the daemon sees the cable pulled); [`SerialConsole::replug`] makes a new pty pair,
+//! points the symlink at it and
 //! keeps the device's session (its waveforms and unconfirmed FIDs), as a replugged USB adapter
 //! would.
 //!
@@ -50,6 +51,9 @@ pub struct SerialStats {
     pub unplugs: AtomicU64,
 }
 
+/// An acquisition finished while unplugged: id, points, device timestamp (µs).
+type Finished = (u32, Vec<Complex32>, u64);
+
 /// A simulated console on a pseudo-terminal (module doc).
 pub struct SerialConsole {
     link: PathBuf,
@@ -59,6 +63,11 @@ pub struct SerialConsole {
     physics: Arc<Mutex<dyn ConsolePhysics>>,
     /// The designed pulse's segment duration the physics simulates (s).
     segment_dt: f64,
+    /// Where finished acquisitions go: the plugged-in driver's commands, or `None` while
+    /// unplugged (they wait in `backlog` and are handed to the device session on replug — a
+    /// device does not lose an acquisition because its cable is out).
+    completions: Arc<Mutex<Option<std::sync::mpsc::Sender<DeviceCommand>>>>,
+    backlog: Arc<Mutex<Vec<Finished>>>,
     /// Counters.
     pub stats: Arc<SerialStats>,
 }
@@ -120,6 +129,8 @@ impl SerialConsole {
             session: Some(session),
             physics: Arc::new(Mutex::new(physics)),
             segment_dt,
+            completions: Arc::new(Mutex::new(None)),
+            backlog: Arc::new(Mutex::new(Vec::new())),
             stats: Arc::new(SerialStats::default()),
         };
         console.replug()?;
@@ -161,7 +172,16 @@ impl SerialConsole {
 
     /// Pulls the cable: the pty closes; the device keeps its session.
     pub fn unplug(&mut self) {
+        // First route completions to the backlog: one already handed to the driver is
+        // processed before its shutdown (its commands are in order).
+        if let Ok(mut c) = self.completions.lock() {
+            *c = None;
+        }
         if let Some(d) = self.driver.take() {
+            // The device name goes with the device, as udev removes `/dev/serial/by-id/…`:
+            // the pty's number is free for reuse, and the daemon must not open someone
+            // else's pty through a stale link.
+            let _ = std::fs::remove_file(&self.link);
             self.session = d.shutdown().ok();
             self.stats.unplugs.fetch_add(1, Ordering::Relaxed);
         }
@@ -171,10 +191,21 @@ impl SerialConsole {
     /// session carried over.
     pub fn replug(&mut self) -> Result<(), HilError> {
         self.unplug();
-        let session = match self.session.take() {
+        let mut session = match self.session.take() {
             Some(s) => s,
             None => return Err(HilError::Link("the device session was lost".into())),
         };
+        let finished = self
+            .backlog
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
+        for (acq, points, timestamp_us) in finished {
+            if let Err(e) = session.complete_acquisition(acq, points, timestamp_us, Instant::now())
+            {
+                tracing::error!("acquisition {acq} finished while unplugged: {e}");
+            }
+        }
         let (master, slave) = TTYPort::pair().map_err(hil_err("opening a pty"))?;
         let name = slave
             .name()
@@ -225,13 +256,16 @@ impl SerialConsole {
             _ => {}
         })
         .map_err(|e| HilError::Link(e.to_string()))?;
-        let commands = driver.commands();
+        if let Ok(mut c) = self.completions.lock() {
+            *c = Some(driver.commands());
+        }
         let (physics, stats, profile, segment_dt) = (
             self.physics.clone(),
             self.stats.clone(),
             self.profile.clone(),
             self.segment_dt,
         );
+        let (completions, backlog) = (self.completions.clone(), self.backlog.clone());
         std::thread::Builder::new()
             .name(format!("hil-serial-{}", profile.id))
             .spawn(move || {
@@ -247,11 +281,22 @@ impl SerialConsole {
                     match fid {
                         Ok(points) => {
                             stats.acquired.fetch_add(1, Ordering::Relaxed);
-                            let _ = commands.send(DeviceCommand::CompleteAcquisition {
+                            let timestamp_us = (t_s * 1e6) as u64;
+                            let command = DeviceCommand::CompleteAcquisition {
                                 acquisition_id: acq,
-                                points,
-                                timestamp_us: (t_s * 1e6) as u64,
-                            });
+                                points: points.clone(),
+                                timestamp_us,
+                            };
+                            // Under the lock, so an unplug sees it either in the driver's
+                            // queue or in the backlog.
+                            let sent = completions
+                                .lock()
+                                .ok()
+                                .and_then(|c| c.as_ref().map(|tx| tx.send(command).is_ok()))
+                                .unwrap_or(false);
+                            if !sent && let Ok(mut b) = backlog.lock() {
+                                b.push((acq, points, timestamp_us));
+                            }
                         }
                         Err(e) => {
                             stats.failed.fetch_add(1, Ordering::Relaxed);

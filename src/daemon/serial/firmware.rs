@@ -58,9 +58,10 @@ fn translate(e: HostEvent) -> Option<AdapterEvent> {
         HostEvent::FidRejected {
             acquisition_id,
             reason,
-        } => AdapterEvent::DeviceError(format!(
-            "FID of acquisition {acquisition_id} arrived damaged ({reason}); the device re-sends it after the next HELLO"
-        )),
+        } => AdapterEvent::Damaged {
+            acquisition: acquisition_id,
+            reason: reason.to_string(),
+        },
         HostEvent::AcquisitionInterrupted { acquisition_id } => {
             tracing::debug!(acquisition_id, "acquisition interrupted by a link loss");
             return None;

@@ -23,6 +23,9 @@
 //!   and forgets it. Until then the device retains the FID and re-sends it after any
 //!   reconnect, and the journal survives a daemon crash, so a `kill -9` between the FID and
 //!   the ack loses nothing: the re-sent FID gets the same key and the store deduplicates it.
+//! - An FID that arrives damaged (a link loss in the middle of its transfer) is asked for
+//!   again by re-playing the same acquisition id: the device re-sends what it holds and does
+//!   not acquire twice.
 //! - The device link is lost (unplug, stall, corrupted beyond retries) → the Connect stream is
 //!   closed, so the console shows disconnected and its session waits; when the device comes
 //!   back the console reconnects and the session re-sends the waveform it was collecting.
@@ -173,6 +176,14 @@ pub enum AdapterEvent {
         samples: Vec<Complex64>,
         /// Dwell (s).
         dwell_s: f64,
+    },
+    /// An FID arrived damaged and was dropped; the device still holds it, and re-playing the
+    /// same acquisition id makes it send the FID again (it does not acquire twice).
+    Damaged {
+        /// Device acquisition id.
+        acquisition: u32,
+        /// Why.
+        reason: String,
     },
     /// The device reported an error (kept in the log).
     DeviceError(String),
@@ -401,6 +412,9 @@ pub async fn run_bridge(
     let mut device: Option<(DeviceInfo, pb::ConsoleHello)> = None;
     // FIDs sent to the daemon and not yet acked (re-sent on a new stream).
     let mut unacked: BTreeMap<u32, pb::Acquisition> = BTreeMap::new();
+    // Plays issued and not yet settled: acquisition → (device waveform, averages), to replay
+    // one whose FID arrived damaged.
+    let mut plays: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
     let mut backoff = Duration::from_millis(50);
     loop {
         if *shutdown.borrow() {
@@ -484,12 +498,20 @@ pub async fn run_bridge(
                         AdapterEvent::WaveformReady { waveform } => {
                             if let Some(u) = uploads.remove(&waveform) {
                                 for acquisition in u.acquisitions {
+                                    plays.insert(acquisition, (waveform, u.averages));
                                     send(AdapterCommand::Play {
                                         waveform,
                                         acquisition,
                                         averages: u.averages,
                                     });
                                 }
+                            }
+                        }
+                        AdapterEvent::Damaged { acquisition, reason } => {
+                            tracing::warn!(console = %id, acquisition,
+                                "FID arrived damaged ({reason}); asking the device again");
+                            if let Some(&(waveform, averages)) = plays.get(&acquisition) {
+                                send(AdapterCommand::Play { waveform, acquisition, averages });
                             }
                         }
                         AdapterEvent::WaveformFailed { waveform, reason } => {
@@ -554,12 +576,16 @@ pub async fn run_bridge(
                             send(AdapterCommand::Upload { waveform, samples });
                         }
                         Some(pb::daemon_message::Msg::Ack(ack)) => {
-                            settle(&mut journal, &mut unacked, &ack.idempotency_key, &send)?;
+                            if let Some(a) = settle(&mut journal, &mut unacked, &ack.idempotency_key, &send)? {
+                                plays.remove(&a);
+                            }
                         }
                         Some(pb::daemon_message::Msg::Nack(n)) => {
                             tracing::warn!(console = %id, "acquisition {} refused: {}",
                                 n.idempotency_key, n.message);
-                            settle(&mut journal, &mut unacked, &n.idempotency_key, &send)?;
+                            if let Some(a) = settle(&mut journal, &mut unacked, &n.idempotency_key, &send)? {
+                                plays.remove(&a);
+                            }
                         }
                         Some(pb::daemon_message::Msg::Welcome(_)) | None => {}
                     }
@@ -599,19 +625,20 @@ pub fn on_raster(w: &pb::WaveformCommand, device_raster_s: f64) -> Result<Vec<Co
 }
 
 /// An ack (or a final nack) of `key`: the journal forgets the acquisition, then the device
-/// is told it may forget the FID.
+/// is told it may forget the FID. Returns the device acquisition id, if the key was ours.
 fn settle(
     journal: &mut Journal,
     unacked: &mut BTreeMap<u32, pb::Acquisition>,
     key: &str,
     send: &impl Fn(AdapterCommand),
-) -> Result<(), SerialError> {
-    if let Some(a) = acquisition_of(journal, key) {
-        unacked.remove(&a);
-        journal.settle(a)?;
-        send(AdapterCommand::Stored { acquisition: a });
-    }
-    Ok(())
+) -> Result<Option<u32>, SerialError> {
+    let Some(a) = acquisition_of(journal, key) else {
+        return Ok(None);
+    };
+    unacked.remove(&a);
+    journal.settle(a)?;
+    send(AdapterCommand::Stored { acquisition: a });
+    Ok(Some(a))
 }
 
 fn acquisition_of(journal: &Journal, key: &str) -> Option<u32> {
